@@ -1,0 +1,152 @@
+"""Observer dispatch: a FIFO of launches and the one thread that calls the observers."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Optional, Tuple
+
+from . import _log
+
+MAX_PENDING = 1024  # launches kept while no observer is registered (or observers lag behind)
+
+# States of a queued launch.
+QUEUED, TAKEN, DONE = "queued", "taken", "done"
+
+
+class Launch(tuple):  # type: ignore[type-arg]
+    """The arguments of one launch: a tuple of ``str``, equal to the plain tuple.
+
+    ``cwd`` and ``pid`` are the launching process's working directory and process id,
+    or ``None`` when the launch came in the plain 2.0.0 form, which does not carry them.
+    """
+
+    cwd: Optional[str]
+    pid: Optional[int]
+
+    def __new__(cls, args: Tuple[str, ...] = (), cwd: Optional[str] = None,
+                pid: Optional[int] = None) -> "Launch":
+        self = super().__new__(cls, args)
+        self.cwd = cwd
+        self.pid = pid
+        return self
+
+    def __reduce__(self) -> Any:
+        return (type(self), (tuple(self), self.cwd, self.pid))
+
+
+class Pending:
+    """A launch waiting in the queue; ``on_done`` is called once its observers have run."""
+
+    __slots__ = ("launch", "state", "final", "on_done")
+
+    def __init__(self, launch: Launch, final: bool) -> None:
+        self.launch = launch
+        self.state = QUEUED
+        self.final = final
+        self.on_done: Optional[Callable[["Pending"], None]] = None
+
+
+Observer = Callable[..., Any]
+
+
+class Dispatcher:
+    """Owns the queue, the observers and the dispatch thread.
+
+    Observers run on the dispatch thread only, one launch at a time, in arrival order.
+    ``on_final`` runs on the dispatch thread after the launch marked ``final`` is delivered.
+    """
+
+    def __init__(self, name: str, verbose: bool, on_final: Callable[[], None]) -> None:
+        self._verbose = verbose
+        self._on_final = on_final
+        self._cond = threading.Condition()
+        self._queue: Deque[Pending] = deque()
+        self._observers: Dict[Observer, Tuple[Tuple[Any, ...], Dict[str, Any]]] = {}
+        self._stopping = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # -- called from any thread -------------------------------------------------------
+
+    def trace(self, observer: Observer, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+        with self._cond:
+            if not self._stopping:
+                self._observers[observer] = (args, kwargs)
+                self._cond.notify()
+
+    def untrace(self, observer: Observer) -> None:
+        with self._cond:
+            self._observers.pop(observer, None)
+
+    def observer_count(self) -> int:
+        with self._cond:
+            return len(self._observers)
+
+    def pending(self) -> Tuple[Launch, ...]:
+        with self._cond:
+            return tuple(item.launch for item in self._queue)
+
+    def submit(self, launch: Launch, final: bool,
+               on_done: Optional[Callable[[Pending], None]]) -> Optional[Pending]:
+        """Queue *launch*; ``None`` when the queue is full or dispatch has stopped."""
+        with self._cond:
+            if self._stopping or len(self._queue) >= MAX_PENDING:
+                return None
+            item = Pending(launch, final)
+            item.on_done = on_done
+            self._queue.append(item)
+            self._cond.notify()
+            return item
+
+    def withdraw(self, item: Pending) -> bool:
+        """Take *item* back if no observer has seen it yet."""
+        with self._cond:
+            if item.state != QUEUED:
+                return False
+            self._queue.remove(item)
+            return True
+
+    def stop(self) -> None:
+        """Clear the observers and end the thread.
+
+        Waits for the thread unless it is the caller or is inside an observer: then it
+        exits as soon as that observer returns, so a blocked observer cannot block us.
+        """
+        with self._cond:
+            self._stopping = True
+            self._observers.clear()
+            self._cond.notify_all()
+            busy = self._busy
+        if not busy and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    # -- the dispatch thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not (self._queue and self._observers):
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                item = self._queue.popleft()
+                item.state = TAKEN
+                observers = list(self._observers.items())
+                self._busy = True
+            try:
+                for observer, (args, kwargs) in observers:
+                    try:
+                        observer(item.launch, *args, **kwargs)
+                    except Exception:
+                        _log.warning(self._verbose, "observer %r raised an exception",
+                                     observer, exc_info=True)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    item.state = DONE
+                if item.on_done is not None:
+                    item.on_done(item)
+            if item.final:
+                self._on_final()

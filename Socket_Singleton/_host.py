@@ -1,0 +1,405 @@
+"""The host's listener: one I/O thread serves every connection, none can hold up another."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from typing import Callable, Deque, Dict, Optional, Set, Tuple
+
+from . import _log, _wire
+from ._dispatch import DONE, Pending
+
+PEER_DEADLINE = 5.0  # seconds a peer has to deliver its whole message or handshake
+DELIVERY_WAIT = 0.5  # seconds an acknowledgement waits for the observers before saying "queued"
+MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # bytes; larger messages are refused whole, never cut
+MAX_CONNECTIONS = 512  # served at once; beyond that, new peers wait in the listen backlog
+SHUTDOWN_GRACE = 1.0  # seconds release() gives answered clients to read their answer and close
+
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, zero seconds: close() sends RST
+
+# What the host decided about one launch: an acknowledgement status and its detail, the
+# queued item to wait for (if any), and whether this launch reached release_threshold.
+Decision = Tuple[bytes, str, Optional[Pending], bool]
+OnLaunch = Callable[[Tuple[str, ...], Optional[str], Optional[int],
+                     Optional[Callable[[Pending], None]]], Decision]
+
+# Connection states.
+_SNIFF, _PLAIN, _HELLO, _LAUNCH, _WAITING, _CLOSING = range(6)
+
+
+class Listener:
+    """Owns the listening socket, the accepted connections and the I/O thread.
+
+    ``on_launch`` runs on the I/O thread for each complete, verified launch. ``stop()`` may
+    be called from any thread; when it returns, the port is free.
+    """
+
+    def __init__(self, sock: socket.socket, name: str, verbose: bool, secret: Optional[str],
+                 on_launch: OnLaunch, withdraw: Callable[[Pending], bool]) -> None:
+        self._sock = sock
+        self._verbose = verbose
+        self._secret = secret
+        self._on_launch = on_launch
+        self._withdraw = withdraw
+        self._conns: Set[_Connection] = set()
+        self._waiting: Dict[Pending, _Connection] = {}
+        self._completed: Deque[Pending] = deque()
+        self._stop_requested = False
+        self._draining = False  # release_threshold reached: serve what is open, accept nothing
+        self._accepting = True
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        for s in (sock, self._wake_r, self._wake_w):
+            s.setblocking(False)
+        self._selector.register(sock, selectors.EVENT_READ, self._accept)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeups)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def listening(self) -> bool:
+        return self._sock.fileno() != -1
+
+    # -- any thread ---------------------------------------------------------------------
+
+    def complete(self, item: Pending) -> None:
+        """Called by the dispatcher once *item*'s observers have run."""
+        self._completed.append(item)
+        self._wake()
+
+    def stop(self) -> None:
+        """Stop serving: free the port, answer open hand-offs, close everything."""
+        self._stop_requested = True
+        if threading.current_thread() is self._thread:
+            self._close_listening()  # the loop finishes the rest before it selects again
+            return
+        self._wake()
+        self._thread.join()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # already closed by a finished thread, or the pipe is full: fine
+            pass
+
+    # -- the I/O thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stop_requested and not (self._draining and not self._conns):
+                for key, mask in self._selector.select(self._next_timeout()):
+                    key.data(mask)
+                self._handle_completed()
+                self._expire(time.monotonic())
+        except Exception:  # a bug here must not leave the port held by a dead thread
+            _log.warning(self._verbose, "listener failed; releasing the port", exc_info=True)
+        finally:
+            self._shutdown()
+
+    def _next_timeout(self) -> Optional[float]:
+        if not self._conns:
+            return None  # idle: sleep until a peer or a wake-up arrives
+        soonest = min(conn.deadline for conn in self._conns)
+        return max(0.0, soonest - time.monotonic())
+
+    def _drain_wakeups(self, mask: int) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _accept(self, mask: int) -> None:
+        while len(self._conns) < MAX_CONNECTIONS:
+            try:
+                sock, peer = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # e.g. ECONNABORTED, EMFILE: this peer only
+                _log.warning(self._verbose, "accept failed: %s", err)
+                return
+            sock.setblocking(False)
+            conn = _Connection(self, sock, peer)
+            self._conns.add(conn)
+            self._selector.register(sock, selectors.EVENT_READ, conn.on_event)
+        self._pause_accepting()
+
+    def _pause_accepting(self) -> None:
+        if self._accepting and self.listening:
+            self._selector.unregister(self._sock)
+            self._accepting = False
+
+    def _resume_accepting(self) -> None:
+        if not self._accepting and self.listening and not self._draining:
+            self._selector.register(self._sock, selectors.EVENT_READ, self._accept)
+            self._accepting = True
+
+    def _close_listening(self) -> None:
+        if self.listening:
+            if self._accepting:
+                self._selector.unregister(self._sock)
+                self._accepting = False
+            self._sock.close()
+
+    def forget(self, conn: _Connection) -> None:
+        """Close *conn*. Unless the peer closed first, reset it: a host that closes first
+        leaves TIME_WAIT behind on its own port, and the port must be free after release()."""
+        if conn not in self._conns:
+            return
+        self._conns.discard(conn)
+        if conn.item is not None:
+            self._waiting.pop(conn.item, None)
+        self._selector.unregister(conn.sock)
+        if not conn.peer_closed:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        conn.sock.close()
+        self._resume_accepting()
+
+    def launch(self, conn: _Connection, args: Tuple[str, ...], cwd: Optional[str],
+               pid: Optional[int]) -> Optional[Tuple[bytes, str]]:
+        """Hand a complete launch to the host; returns the acknowledgement to send now, or
+        ``None`` when the connection must wait for the observers."""
+        if self._draining or self._stop_requested:
+            return _wire.RETRY, "the host is releasing the port"
+        on_done = self.complete if conn.framed else None
+        status, detail, item, final = self._on_launch(args, cwd, pid, on_done)
+        if final:
+            self._draining = True
+            self._close_listening()
+        if item is None or not conn.framed:
+            return status, detail
+        if item.state == DONE:
+            return _wire.DELIVERED, ""
+        conn.item = item
+        self._waiting[item] = conn
+        return None
+
+    def _handle_completed(self) -> None:
+        while self._completed:
+            conn = self._waiting.pop(self._completed.popleft(), None)
+            if conn is not None:
+                conn.acknowledge(_wire.DELIVERED)
+
+    def _expire(self, now: float) -> None:
+        for conn in [c for c in self._conns if c.deadline <= now]:
+            conn.expire()
+
+    def _shutdown(self) -> None:
+        self._close_listening()
+        self._handle_completed()
+        for conn in list(self._conns):
+            conn.abandon()
+        # Answered clients close first (so no TIME_WAIT is left on the port); wait briefly.
+        grace_end = time.monotonic() + SHUTDOWN_GRACE
+        while self._conns and time.monotonic() < grace_end:
+            for key, mask in self._selector.select(max(0.0, grace_end - time.monotonic())):
+                key.data(mask)
+        for conn in list(self._conns):
+            self.forget(conn)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def withdraw(self, item: Pending) -> bool:
+        return self._withdraw(item)
+
+
+class _Connection:
+    """One accepted peer, driven by the I/O thread through ``on_event``."""
+
+    def __init__(self, listener: Listener, sock: socket.socket, peer: object) -> None:
+        self.listener = listener
+        self.sock = sock
+        self.peer = "%s:%s" % tuple(peer[:2]) if isinstance(peer, tuple) else str(peer)
+        self.state = _SNIFF
+        self.buf = bytearray()
+        self.out = b""
+        self.deadline = time.monotonic() + PEER_DEADLINE
+        self.item: Optional[Pending] = None
+        self.client_nonce = b""
+        self.host_nonce = b""
+        self.peer_closed = False
+
+    @property
+    def framed(self) -> bool:
+        return self.state in (_HELLO, _LAUNCH, _WAITING)
+
+    def _warn(self, msg: str, *args: object) -> None:
+        _log.warning(self.listener._verbose, "peer %s: " + msg, self.peer, *args)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def on_event(self, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._flush()
+            return
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            self._warn("connection failed (%s); dropped", err)
+            self.listener.forget(self)
+            return
+        if not data:
+            self.peer_closed = True
+            self._on_eof()
+        elif self.state in (_WAITING, _CLOSING):
+            self._warn("sent data after its launch; dropped")
+            self.listener.forget(self)
+        else:
+            self.buf += data
+            self._advance()
+
+    def _advance(self) -> None:
+        secret_size = len(self.listener._secret or "") * 4 + 1
+        if self.state == _SNIFF:
+            prefix = _wire.PREAMBLE[:len(self.buf)]
+            if not self.buf.startswith(prefix):
+                self.state = _PLAIN
+            elif len(self.buf) >= len(_wire.PREAMBLE):
+                del self.buf[:len(_wire.PREAMBLE)]
+                self.state = _HELLO
+        if self.state == _PLAIN:
+            if len(self.buf) > MAX_MESSAGE_SIZE + secret_size:
+                self._warn("message exceeds %d bytes; refused whole", MAX_MESSAGE_SIZE)
+                self.listener.forget(self)
+            return
+        while self.state in (_HELLO, _LAUNCH):
+            try:
+                found = _wire.split_frame(self.buf, MAX_MESSAGE_SIZE + _wire.PROOF_SIZE + 8)
+                if found is None:
+                    return
+                kind, payload, used = found
+                del self.buf[:used]
+                self._on_frame(kind, payload)
+            except _wire.ProtocolError as err:
+                self._warn("protocol error (%s); dropped", err)
+                self.acknowledge(_wire.REJECTED, "protocol error: %s" % err)
+                return
+
+    def _on_frame(self, kind: bytes, payload: bytes) -> None:
+        listener = self.listener
+        if self.state == _HELLO:
+            if kind != _wire.HELLO or len(payload) != _wire.NONCE_SIZE:
+                raise _wire.ProtocolError("expected a hello")
+            if listener._draining or listener._stop_requested:
+                self.acknowledge(_wire.RETRY, "the host is releasing the port")
+                return
+            self.client_nonce = payload
+            self.host_nonce = os.urandom(_wire.NONCE_SIZE)
+            host_proof = b""
+            if listener._secret is not None:
+                host_proof = _wire.proof(listener._secret, b"host", self.client_nonce,
+                                         self.host_nonce)
+            self._send(_wire.encode_welcome(os.getpid(), MAX_MESSAGE_SIZE, self.host_nonce,
+                                            host_proof))
+            self.state = _LAUNCH
+            return
+        if kind != _wire.LAUNCH:
+            raise _wire.ProtocolError("expected a launch")
+        proof_size = _wire.PROOF_SIZE if listener._secret is not None else 0
+        client_proof, pid, cwd, args = _wire.decode_launch(payload, proof_size)
+        if listener._secret is not None:
+            expected = _wire.proof(listener._secret, b"client", self.host_nonce,
+                                   self.client_nonce)
+            if not _wire.same(client_proof, expected):
+                self._warn("client verification failed; launch ignored")
+                self.acknowledge(_wire.REJECTED, "the secret does not match the host's")
+                return
+        self._launched(args, cwd, pid)
+
+    def _on_eof(self) -> None:
+        if self.state == _SNIFF and not self.buf:
+            _log.debug(self.listener._verbose, "peer %s: closed without sending anything",
+                       self.peer)
+            self.listener.forget(self)
+            return
+        if self.state in (_SNIFF, _PLAIN):
+            self._plain_complete()
+            return
+        if self.state in (_HELLO, _LAUNCH):
+            self._warn("closed in the middle of the hand-off; dropped")
+        self.listener.forget(self)  # a client that gave up waiting: its launch stays queued
+
+    def _plain_complete(self) -> None:
+        secret = self.listener._secret
+        given, args = _wire.decode_plain(bytes(self.buf), secret is not None)
+        if secret is not None and (
+            given is None or not _wire.same(os.fsencode(given), secret.encode("utf-8"))
+        ):
+            self._warn("client verification failed; message ignored")
+            self.listener.forget(self)
+            return
+        self._launched(args, None, None)
+
+    def _launched(self, args: Tuple[str, ...], cwd: Optional[str], pid: Optional[int]) -> None:
+        answer = self.listener.launch(self, args, cwd, pid)
+        if answer is None:
+            self.state = _WAITING
+            self.deadline = time.monotonic() + DELIVERY_WAIT
+            return
+        status, detail = answer
+        if self.framed:
+            self.acknowledge(status, detail)
+            return
+        if status == _wire.RETRY:
+            self._warn("plain launch arrived while the host was releasing; dropped")
+        elif status == _wire.REJECTED:
+            self._warn("plain launch refused: %s", detail)
+        self.listener.forget(self)
+
+    def expire(self) -> None:
+        if self.state == _WAITING:
+            self.acknowledge(_wire.QUEUED)  # the observers are slow: the launch is safe in the queue
+        elif self.state == _CLOSING:
+            self.listener.forget(self)
+        else:
+            self._warn("no complete message within %.1f s; dropped", PEER_DEADLINE)
+            self.listener.forget(self)
+
+    def abandon(self) -> None:
+        """The host stops: tell a framed client what became of its launch."""
+        if self.state == _WAITING and self.item is not None:
+            if self.listener.withdraw(self.item):
+                self.acknowledge(_wire.RETRY, "the host released the port")
+            elif self.item.state == DONE:
+                self.acknowledge(_wire.DELIVERED)
+            else:
+                self.acknowledge(_wire.QUEUED)
+        elif self.state in (_HELLO, _LAUNCH):
+            self.acknowledge(_wire.RETRY, "the host released the port")
+        elif self.state != _CLOSING:
+            if self.buf:
+                self._warn("message incomplete when the host released the port; dropped")
+            self.listener.forget(self)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def acknowledge(self, status: bytes, detail: str = "") -> None:
+        self.state = _CLOSING
+        self.deadline = time.monotonic() + PEER_DEADLINE
+        self._send(_wire.encode_ack(status, detail))
+
+    def _send(self, data: bytes) -> None:
+        self.out += data
+        self._flush()
+
+    def _flush(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as err:
+            self._warn("could not answer (%s); dropped", err)
+            self.listener.forget(self)
+            return
+        self.out = self.out[sent:]
+        if self in self.listener._conns:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.out else 0)
+            self.listener._selector.modify(self.sock, events, self.on_event)

@@ -1,0 +1,43 @@
+"""Logging through the ``Socket_Singleton`` logger, imported only when there is something to say."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+NAME = "Socket_Singleton"
+_VERBOSE = "socket_singleton_verbose"
+_logger: Any = None
+
+
+def _get() -> Any:
+    global _logger
+    if _logger is None:
+        import logging  # costs several milliseconds; a quiet launch never needs it
+
+        class VerboseHandler(logging.Handler):
+            """Writes records of ``verbose=True`` instances to the current ``sys.stderr``."""
+
+            def filter(self, record: logging.LogRecord) -> bool:
+                return bool(getattr(record, _VERBOSE, False))
+
+            def emit(self, record: logging.LogRecord) -> None:
+                try:
+                    sys.stderr.write("%s: %s\n" % (NAME, self.format(record)))
+                except Exception:
+                    self.handleError(record)
+
+        logger = logging.getLogger(NAME)
+        # NullHandler keeps logging's last-resort handler from printing for quiet instances.
+        logger.addHandler(logging.NullHandler())
+        logger.addHandler(VerboseHandler())
+        _logger = logger
+    return _logger
+
+
+def warning(verbose: bool, msg: str, *args: object, exc_info: bool = False) -> None:
+    _get().warning(msg, *args, exc_info=exc_info, extra={_VERBOSE: verbose})
+
+
+def debug(verbose: bool, msg: str, *args: object) -> None:
+    _get().debug(msg, *args, extra={_VERBOSE: verbose})

@@ -1,0 +1,220 @@
+"""The public class: decides host or client, and ties listener, dispatcher and timer together."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+import threading
+from typing import Any, Callable, Optional, Tuple
+
+from . import _client, _errors, _log, _wire
+from ._dispatch import Dispatcher, Launch, Pending
+from ._errors import MultipleSingletonsError
+from ._host import Decision, Listener
+
+_SUCCESS = (_errors.DELIVERED, _errors.QUEUED, _errors.NOT_SENT)
+
+
+def _check_int(name: str, value: object, low: int, high: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("%s must be an int, not %s" % (name, type(value).__name__))
+    if high is not None and not low <= value <= high:
+        raise ValueError("%s must be between %d and %d (inclusive)" % (name, low, high))
+    if value < low:
+        raise ValueError("%s must be greater than or equal to %d" % (name, low))
+    return value
+
+
+def _check_seconds(name: str, value: object, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("%s must be a number of seconds, not %s" % (name, type(value).__name__))
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError("%s must be a finite number of seconds" % name)
+    if allow_zero and value < 0:
+        raise ValueError("%s must be greater than or equal to 0" % name)
+    if not allow_zero and value <= 0:
+        raise ValueError("%s must be greater than 0" % name)
+    return value
+
+
+class Socket_Singleton:
+    """Make this process the single instance, or hand its arguments to the one running.
+
+    The first instance binds ``(address, port)`` and becomes the *host*: when the
+    constructor returns, the port is listening. Any later instance finds the port taken,
+    hands ``sys.argv[1:]`` to the host (unless ``client=False``) and raises ``SystemExit``
+    (``strict=True``) or :class:`MultipleSingletonsError` (``strict=False``).
+
+    Observers registered with :meth:`trace` are called on the host's dispatch thread, never
+    on the caller's thread.
+    """
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1",
+        port: int = 1337,
+        timeout: float = 0,
+        client: bool = True,
+        strict: bool = True,
+        release_threshold: int = 0,
+        max_clients: int = 0,
+        verbose: bool = False,
+        secret: Optional[str] = None,
+        *,
+        deliver_empty: bool = False,
+        handoff_timeout: float = 2.0,
+    ) -> None:
+        if not isinstance(address, str):
+            raise TypeError("address must be a str, not %s" % type(address).__name__)
+        if secret is not None and not isinstance(secret, str):
+            raise TypeError("secret must be a str or None, not %s" % type(secret).__name__)
+        self.address = address
+        self.port = _check_int("port", port, 0, 65535)
+        self.timeout = _check_seconds("timeout", timeout, allow_zero=True)
+        self.client = bool(client)
+        self.strict = bool(strict)
+        self.release_threshold = _check_int("release_threshold", release_threshold, 0)
+        self.max_clients = _check_int("max_clients", max_clients, 0)
+        self.verbose = bool(verbose)
+        self.secret = secret
+        self.deliver_empty = bool(deliver_empty)
+        self.handoff_timeout = _check_seconds("handoff_timeout", handoff_timeout, False)
+
+        self._clients = 0
+        self._release_lock = threading.RLock()
+        self._released = False
+        self._listener: Optional[Listener] = None
+        self._dispatcher: Optional[Dispatcher] = None
+        self._timer: Optional[threading.Timer] = None
+
+        claimed = _client.claim(address, self.port, self.client, tuple(sys.argv[1:]), secret,
+                                self.handoff_timeout)
+        if isinstance(claimed, _client.Outcome):
+            self._released = True
+            self._turned_away(claimed)
+        self._serve(claimed)
+
+    def _serve(self, sock: socket.socket) -> None:
+        self.port = sock.getsockname()[1]  # the real port when port=0 was asked for
+        name = "Socket_Singleton-%d" % self.port
+        self._dispatcher = Dispatcher(name + "-dispatch", self.verbose, self.release)
+        self._listener = Listener(sock, name + "-listener", self.verbose, self.secret,
+                                  self._on_launch, self._dispatcher.withdraw)
+        if self.timeout > 0:
+            # Not a daemon: like 2.0.0, the process keeps the port until the timeout fires
+            # even when the main thread ends first.
+            self._timer = threading.Timer(self.timeout, self.release)
+            self._timer.name = name + "-timeout"
+            self._timer.daemon = False
+            self._timer.start()
+
+    def _turned_away(self, outcome: _client.Outcome) -> None:
+        if outcome.reason not in _SUCCESS:
+            _log.warning(self.verbose, "launch not delivered to %s:%d: %s",
+                         self.address, self.port, outcome.detail or outcome.reason)
+        if self.strict:
+            if outcome.reason in _SUCCESS:
+                raise SystemExit
+            err = MultipleSingletonsError(self.address, self.port, outcome.reason,
+                                          outcome.detail, outcome.host_pid)
+            raise SystemExit("Socket_Singleton: another instance holds %s:%d. %s"
+                             % (self.address, self.port, str(err).rsplit(". ", 1)[-1]))
+        raise MultipleSingletonsError(self.address, self.port, outcome.reason,
+                                      outcome.detail, outcome.host_pid)
+
+    # -- the host's policy, run on the listener's thread -------------------------------------
+
+    def _on_launch(self, args: Tuple[str, ...], cwd: Optional[str], pid: Optional[int],
+                   on_done: Optional[Callable[[Pending], None]]) -> Decision:
+        assert self._dispatcher is not None
+        self._clients += 1
+        final = bool(self.release_threshold) and self._clients >= self.release_threshold
+        item = None
+        if self.max_clients and self._clients > self.max_clients:
+            status, detail = _wire.IGNORED, "max_clients reached"
+        elif not args and not self.deliver_empty:
+            status, detail = _wire.DELIVERED, ""  # nothing for the observers, as in 2.0.0
+        else:
+            item = self._dispatcher.submit(Launch(args, cwd or None, pid), final, on_done)
+            if item is None:
+                status, detail = _wire.REJECTED, "the running instance's queue is full"
+                _log.warning(self.verbose, "queue full (%d launches); launch refused",
+                             len(self._dispatcher.pending()))
+            else:
+                status, detail = _wire.QUEUED, ""
+        if final and item is None:
+            self.release()  # nothing left to deliver first
+        return status, detail, item, final
+
+    # -- public API -------------------------------------------------------------------------
+
+    def trace(self, observer: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Call ``observer(launch_args, *args, **kwargs)`` for every launch from now on.
+
+        The first observer also receives the launches that arrived before it, in order.
+        Observers run on the host's dispatch thread, one launch at a time.
+        """
+        if not callable(observer):
+            raise TypeError("observer must be callable, not %s" % type(observer).__name__)
+        if self._dispatcher is not None:
+            self._dispatcher.trace(observer, args, kwargs)
+
+    def untrace(self, observer: Callable[..., Any]) -> None:
+        """Stop calling *observer*; does nothing if it is not registered."""
+        if self._dispatcher is not None:
+            self._dispatcher.untrace(observer)
+
+    def release(self) -> None:
+        """Free the port, stop delivery, cancel the timeout and forget the observers.
+
+        Synchronous and idempotent; safe from any thread, from the timeout and from inside
+        an observer. When it returns, the port can be bound again.
+        """
+        with self._release_lock:
+            if self._released:
+                return
+            self._released = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._listener is not None:
+                self._listener.stop()
+            if self._dispatcher is not None:
+                self._dispatcher.stop()
+
+    @property
+    def arguments(self) -> Tuple[Launch, ...]:
+        """Launches received but not yet delivered to an observer, oldest first."""
+        return self._dispatcher.pending() if self._dispatcher is not None else ()
+
+    @property
+    def clients(self) -> int:
+        """How many launches this host has received."""
+        return self._clients
+
+    @property
+    def listening(self) -> bool:
+        """Whether this instance holds the port."""
+        return self._listener is not None and self._listener.listening
+
+    def __enter__(self) -> Socket_Singleton:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def __str__(self) -> str:
+        return "Socket_Singleton(address=%r, port=%d)" % (self.address, self.port)
+
+    def __repr__(self) -> str:
+        observers = self._dispatcher.observer_count() if self._dispatcher is not None else 0
+        return (
+            "Socket_Singleton(address=%r, port=%d, timeout=%r, client=%r, strict=%r, "
+            "release_threshold=%d, max_clients=%d, verbose=%r, secret=%s, deliver_empty=%r, "
+            "handoff_timeout=%r, observers=%d, clients=%d, listening=%r)"
+            % (self.address, self.port, self.timeout, self.client, self.strict,
+               self.release_threshold, self.max_clients, self.verbose,
+               "***" if self.secret is not None else None, self.deliver_empty,
+               self.handoff_timeout, observers, self._clients, self.listening)
+        )

@@ -1,0 +1,152 @@
+"""The wire format: pure functions over bytes, no sockets.
+
+Two forms share the port (the README's "Protocol" section is the specification):
+
+* the plain form of 2.0.0 for raw clients: ``[secret NUL] arg NUL arg NUL ...``, then the
+  client closes its side; the host never writes to such a peer;
+* the framed form our own client speaks: ``PREAMBLE``, then frames of
+  ``type (1 byte) | payload length (4 bytes, big-endian) | payload``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+VERSION = 1
+
+# 1024 NUL bytes first: a 2.0.0 host reads exactly one 1024-byte chunk and hands every
+# non-empty NUL-separated piece to its observers, so it sees nothing at all from us.
+PREAMBLE = b"\0" * 1024 + b"Socket_Singleton/%d\n" % VERSION
+
+HELLO = b"H"  # client -> host: client nonce
+WELCOME = b"W"  # host -> client: pid, size limit, flags, host nonce, [host proof]
+LAUNCH = b"L"  # client -> host: [client proof], pid, argc, cwd NUL, arg NUL ...
+ACK = b"A"  # host -> client: status byte, UTF-8 detail
+
+HEADER = struct.Struct(">cI")
+_WELCOME = struct.Struct(">IIB")
+_LAUNCH = struct.Struct(">II")
+NONCE_SIZE = 16
+PROOF_SIZE = 32
+FLAG_SECRET = 1
+
+# Acknowledgement statuses.
+DELIVERED = b"D"  # the observers have been called for this launch
+QUEUED = b"Q"  # kept in the host's queue; the observers will be called later
+IGNORED = b"I"  # counted but not delivered: max_clients was reached
+RETRY = b"R"  # the host is going away: try again (take over or find the next host)
+REJECTED = b"E"  # refused; the detail says why
+
+ACK_STATUSES = (DELIVERED, QUEUED, IGNORED, RETRY, REJECTED)
+
+
+class ProtocolError(ValueError):
+    """The peer sent something this protocol does not allow."""
+
+
+def frame(kind: bytes, payload: bytes = b"") -> bytes:
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+def split_frame(buf: bytes, limit: int) -> tuple[bytes, bytes, int] | None:
+    """Return ``(kind, payload, consumed)`` for the frame at the start of *buf*, or ``None``
+    while it is incomplete. Raises ProtocolError for a frame longer than *limit*."""
+    if len(buf) < HEADER.size:
+        return None
+    kind, size = HEADER.unpack_from(buf)
+    if size > limit:
+        raise ProtocolError("frame of %d bytes exceeds the limit of %d bytes" % (size, limit))
+    end = HEADER.size + size
+    if len(buf) < end:
+        return None
+    return kind, bytes(buf[HEADER.size:end]), end
+
+
+def proof(secret: str, label: bytes, first: bytes, second: bytes) -> bytes:
+    """HMAC-SHA256 of the two nonces under *secret*; *label* stops a proof being reflected."""
+    import hmac  # only hosts and clients that set a secret pay for hashlib
+
+    return hmac.new(secret.encode("utf-8"), label + first + second, "sha256").digest()
+
+
+def same(a: bytes, b: bytes) -> bool:
+    """Constant-time comparison."""
+    import hmac
+
+    return hmac.compare_digest(a, b)
+
+
+def encode_welcome(pid: int, limit: int, host_nonce: bytes, host_proof: bytes) -> bytes:
+    flags = FLAG_SECRET if host_proof else 0
+    return frame(WELCOME, _WELCOME.pack(pid, limit, flags) + host_nonce + host_proof)
+
+
+def decode_welcome(payload: bytes) -> tuple[int, int, bool, bytes, bytes]:
+    """Return ``(pid, limit, needs_secret, host_nonce, host_proof)``."""
+    head = _WELCOME.size + NONCE_SIZE
+    if len(payload) < head:
+        raise ProtocolError("welcome too short")
+    pid, limit, flags = _WELCOME.unpack_from(payload)
+    needs_secret = bool(flags & FLAG_SECRET)
+    if len(payload) != head + (PROOF_SIZE if needs_secret else 0):
+        raise ProtocolError("welcome has the wrong length")
+    return pid, limit, needs_secret, payload[_WELCOME.size:head], payload[head:]
+
+
+def encode_launch(client_proof: bytes, pid: int, cwd: str, args: tuple[str, ...]) -> bytes:
+    fields = [os.fsencode(cwd)] + [os.fsencode(arg) for arg in args]
+    for field in fields:
+        if b"\0" in field:
+            raise ValueError("an argument contains a NUL character, which no command line can hold")
+    body = b"".join(field + b"\0" for field in fields)
+    return frame(LAUNCH, client_proof + _LAUNCH.pack(pid, len(args)) + body)
+
+
+def decode_launch(payload: bytes, proof_size: int) -> tuple[bytes, int, str, tuple[str, ...]]:
+    """Return ``(client_proof, pid, cwd, args)``."""
+    head = proof_size + _LAUNCH.size
+    if len(payload) < head:
+        raise ProtocolError("launch too short")
+    pid, argc = _LAUNCH.unpack_from(payload, proof_size)
+    body = payload[head:]
+    if not body.endswith(b"\0"):
+        raise ProtocolError("launch fields are not NUL-terminated")
+    fields = body[:-1].split(b"\0")
+    if len(fields) != argc + 1:
+        raise ProtocolError("launch announces %d arguments but carries %d" % (argc, len(fields) - 1))
+    cwd, *args = (os.fsdecode(field) for field in fields)
+    return payload[:proof_size], pid, cwd, tuple(args)
+
+
+def encode_ack(status: bytes, detail: str = "") -> bytes:
+    return frame(ACK, status + detail.encode("utf-8"))
+
+
+def decode_ack(payload: bytes) -> tuple[bytes, str]:
+    status = payload[:1]
+    if status not in ACK_STATUSES:
+        raise ProtocolError("unknown acknowledgement %r" % status)
+    return status, payload[1:].decode("utf-8", "replace")
+
+
+def encode_plain(args: tuple[str, ...], secret: str | None = None) -> bytes:
+    """The 2.0.0 form, as a raw client writes it (used by tests and tools)."""
+    fields = ([] if secret is None else [secret]) + list(args)
+    return b"".join(os.fsencode(field) + b"\0" for field in fields) or b"\0"
+
+
+def decode_plain(data: bytes, has_secret: bool) -> tuple[str | None, tuple[str, ...]]:
+    """Split a plain message into ``(secret, args)``.
+
+    Each field ends with a NUL; a missing final NUL is tolerated. ``b"\\0"`` alone is how
+    2.0.0 sends a launch without arguments. Bytes that are not UTF-8 are kept losslessly
+    (``os.fsencode`` gives them back).
+    """
+    body = data[:-1] if data.endswith(b"\0") else data
+    fields = [os.fsdecode(field) for field in body.split(b"\0")] if body else []
+    if not has_secret:
+        return None, tuple(fields)
+    if not fields:
+        return None, ()
+    return fields[0], tuple(fields[1:])

@@ -1,0 +1,81 @@
+"""The application the tests launch as a real process.
+
+Configuration comes from the environment, never from the command line, because the command
+line is what a launch hands over: ``SS_TEST_CONFIG`` holds a JSON object whose ``"kwargs"``
+go to ``Socket_Singleton(...)`` and whose other keys shape the app:
+
+* ``"trace"`` (default true): register the observer at start-up; otherwise on the stdin
+  command ``trace``;
+* ``"observer_delay"``: seconds the observer sleeps per launch (a slow observer);
+* ``"observer_block"``: the observer waits until stdin says ``unblock`` (a hung observer);
+* ``"return"``: the main thread returns right after start-up (the ``timeout`` cool-down case).
+
+Everything it reports is one JSON object per line on stdout:
+
+* ``{"event": "host", "port": P, "pid": N}`` once the constructor returned as host;
+* ``{"event": "launch", "args": [hex, ...], "cwd": ..., "pid": ...}`` per observer call,
+  each argument as the hex of its ``os.fsencode`` bytes, so tests compare exact bytes;
+* ``{"event": "turned-away", "reason": ..., "delivered": ..., "host_pid": ..., "message": ...}``
+  with ``strict=False`` (exit status 3);
+* ``{"event": "released"}`` after the stdin command ``release``.
+
+stdin commands, one per line: ``release``, ``trace``, ``unblock``, ``exit``; end of stdin
+releases and exits.
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+
+from Socket_Singleton import MultipleSingletonsError, Socket_Singleton
+
+
+def report(**fields):
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def main():
+    config = json.loads(os.environ.get("SS_TEST_CONFIG", "{}"))
+    try:
+        app = Socket_Singleton(**config.get("kwargs", {}))
+    except MultipleSingletonsError as err:
+        report(event="turned-away", reason=err.reason, delivered=err.delivered,
+               host_pid=err.host_pid, message=str(err))
+        return 3
+    unblock = threading.Event()
+
+    def observer(args):
+        report(event="launch", args=[os.fsencode(arg).hex() for arg in args],
+               cwd=getattr(args, "cwd", None), pid=getattr(args, "pid", None))
+        if config.get("observer_delay"):
+            time.sleep(config["observer_delay"])
+        if config.get("observer_block"):
+            unblock.wait(60)
+
+    if config.get("trace", True):
+        app.trace(observer)
+    report(event="host", port=app.port, pid=os.getpid())
+    if config.get("return"):
+        return 0
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "release":
+            app.release()
+            report(event="released")
+        elif command == "trace":
+            app.trace(observer)
+            report(event="traced")
+        elif command == "unblock":
+            unblock.set()
+        elif command == "exit":
+            break
+    unblock.set()
+    app.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Shared test helpers: ports found at run time, real app processes, waiting on events."""
+
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APP = os.path.join(ROOT, "test_app.py")
+WAIT = 30.0  # generous bound for anything we wait for (CPython's support.SHORT_TIMEOUT)
+SHORT = 0.3  # only to show that something did NOT happen
+
+
+def free_port(address="127.0.0.1"):
+    """A port nobody listens on right now (bind port 0 and read it back)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def app_env(config):
+    env = dict(os.environ)
+    env["SS_TEST_CONFIG"] = json.dumps(config)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def launch(args=(), config=None, cwd=None, **popen):
+    """Start test_app.py as a launch with *args*; the caller owns the Popen."""
+    return subprocess.Popen(
+        [sys.executable, APP, *args], env=app_env(config or {}), cwd=cwd,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def run_client(args=(), config=None, cwd=None, timeout=WAIT):
+    """Run one launch to completion; returns (returncode, stdout lines as dicts, stderr)."""
+    proc = launch(args, config, cwd)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    return proc.returncode, events, err.decode(errors="replace")
+
+
+def decode_args(event):
+    """The exact argument bytes an app observer received."""
+    return [bytes.fromhex(arg) for arg in event["args"]]
+
+
+class AppProcess:
+    """A test_app.py process read line by line on a thread of its own."""
+
+    def __init__(self, args=(), config=None, cwd=None):
+        self.proc = launch(args, config, cwd)
+        self.events = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.strip():
+                self.events.put(json.loads(line))
+        self.events.put({"event": "eof"})
+
+    def next_event(self, timeout=WAIT):
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no event from the app within %s s" % timeout) from None
+
+    def wait_for(self, name, timeout=WAIT):
+        """Skip to the next event called *name*; fail on end of output or timeout."""
+        while True:
+            event = self.next_event(timeout)
+            if event["event"] == name:
+                return event
+            if event["event"] == "eof":
+                raise AssertionError("app ended before %r: %s" % (name, self.stderr()))
+
+    def launches(self, count, timeout=WAIT):
+        return [self.wait_for("launch", timeout) for _ in range(count)]
+
+    def send(self, command):
+        self.proc.stdin.write(command.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def stderr(self):
+        return self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
+
+    def stop(self):
+        """End the process by its own handle, whatever state it is in."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=WAIT)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        self._reader.join(WAIT)
+
+
+def start_host(test, config=None, args=()):
+    """Start an app that becomes the host; cleaned up when *test* ends. Returns (app, port)."""
+    app = AppProcess(args, config)
+    test.addCleanup(app.stop)
+    event = app.wait_for("host")
+    return app, event["port"]
+
+
+class Collector:
+    """An in-process observer that records launches and lets tests wait for them."""
+
+    def __init__(self):
+        self.calls = []
+        self._cond = threading.Condition()
+
+    def __call__(self, args, *extra, **kwargs):
+        with self._cond:
+            self.calls.append((args, extra, kwargs))
+            self._cond.notify_all()
+
+    @property
+    def received(self):
+        with self._cond:
+            return [call[0] for call in self.calls]
+
+    def wait(self, count, timeout=WAIT):
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.calls) >= count, timeout):
+                raise AssertionError("expected %d calls, got %d" % (count, len(self.calls)))
+            return [call[0] for call in self.calls]
+
+
+def send_raw(port, data, address="127.0.0.1"):
+    """Be a raw 2.0.0-style client: connect, send, close, never read."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.create_connection((address, port), timeout=WAIT) if family == socket.AF_INET \
+            else socket.socket(family) as sock:
+        if family != socket.AF_INET:
+            sock.settimeout(WAIT)
+            sock.connect((address, port))
+        sock.sendall(data)
+
+
+class ThreadLeakCheck(unittest.TestCase):
+    """Fails a test that leaves a Socket_Singleton thread behind."""
+
+    def setUp(self):
+        super().setUp()
+        self._threads_before = set(threading.enumerate())
+        self.addCleanup(self._check_threads)
+
+    def _check_threads(self):
+        for thread in set(threading.enumerate()) - self._threads_before:
+            if thread.name.startswith("Socket_Singleton"):
+                thread.join(WAIT)
+                self.assertFalse(thread.is_alive(), "thread %s leaked" % thread.name)
