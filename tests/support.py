@@ -147,11 +147,9 @@ class Collector:
 def send_raw(port, data, address="127.0.0.1"):
     """Be a raw 2.0.0-style client: connect, send, close, never read."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.create_connection((address, port), timeout=WAIT) if family == socket.AF_INET \
-            else socket.socket(family) as sock:
-        if family != socket.AF_INET:
-            sock.settimeout(WAIT)
-            sock.connect((address, port))
+    with socket.socket(family) as sock:
+        sock.settimeout(WAIT)
+        sock.connect((address, port))
         sock.sendall(data)
 
 
