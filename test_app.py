@@ -8,7 +8,9 @@ go to ``Socket_Singleton(...)`` and whose other keys shape the app:
   command ``trace``;
 * ``"observer_delay"``: seconds the observer sleeps per launch (a slow observer);
 * ``"observer_block"``: the observer waits until stdin says ``unblock`` (a hung observer);
-* ``"return"``: the main thread returns right after start-up (the ``timeout`` cool-down case).
+* ``"return"``: the main thread returns right after start-up (the ``timeout`` cool-down case);
+* ``"patch"``: ``{"_host.PEER_DEADLINE": 0.5, ...}`` sets the library's module-level limits
+  (tests shrink them instead of waiting).
 
 Everything it reports is one JSON object per line on stdout:
 
@@ -23,6 +25,7 @@ stdin commands, one per line: ``release``, ``trace``, ``unblock``, ``exit``; end
 releases and exits.
 """
 
+import importlib
 import json
 import os
 import sys
@@ -39,6 +42,9 @@ def report(**fields):
 
 def main():
     config = json.loads(os.environ.get("SS_TEST_CONFIG", "{}"))
+    for target, value in config.get("patch", {}).items():
+        module, name = target.split(".")
+        setattr(importlib.import_module("Socket_Singleton." + module), name, value)
     try:
         app = Socket_Singleton(**config.get("kwargs", {}))
     except MultipleSingletonsError as err:
