@@ -10,6 +10,7 @@ from typing import Optional, Tuple, Union
 from . import _errors, _net, _wire
 
 _ANSWER_LIMIT = 64 * 1024  # no frame from a host is anywhere near this big
+_CLOSES_BEFORE_FOREIGN = 3  # consecutive closes without an answer before we give up
 
 
 class Outcome:
@@ -49,11 +50,11 @@ def claim(address: str, port: int, send: bool, args: Tuple[str, ...], secret: Op
         try:
             return _hand_off(address, port, args, secret, deadline)
         except _Retry as retry:
-            # Our own host never closes a hand-off without an answer unless it is going
-            # away, in which case the port is free on the next try. A second silent close
-            # means the port belongs to some other program.
-            closed_before_welcome += retry.before_welcome
-            if closed_before_welcome >= 2:
+            # Our own host closes a hand-off without an answer only while it goes away, and
+            # then the port is free (or has a new host) on the next try. Closing again and
+            # again means the port belongs to some other program.
+            closed_before_welcome = closed_before_welcome + 1 if retry.before_welcome else 0
+            if closed_before_welcome >= _CLOSES_BEFORE_FOREIGN:
                 return Outcome(_errors.FOREIGN, "the program on the port closed the "
                                "connection without answering; it is not a Socket_Singleton host")
         remaining = deadline - time.monotonic()

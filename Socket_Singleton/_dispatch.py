@@ -68,6 +68,10 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
     # -- called from any thread -------------------------------------------------------
 
     def trace(self, observer: Observer, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:

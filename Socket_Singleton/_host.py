@@ -59,7 +59,13 @@ class Listener:
         self._selector.register(sock, selectors.EVENT_READ, self._accept)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeups)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
         self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
 
     @property
     def listening(self) -> bool:
@@ -181,7 +187,7 @@ class Listener:
 
     def _handle_completed(self) -> None:
         while self._completed:
-            conn = self._waiting.pop(self._completed.popleft(), None)
+            conn = self._waiting.get(self._completed.popleft())
             if conn is not None:
                 conn.acknowledge(_wire.DELIVERED)
 
@@ -382,6 +388,8 @@ class _Connection:
     # -- writing ---------------------------------------------------------------------------
 
     def acknowledge(self, status: bytes, detail: str = "") -> None:
+        if self.item is not None:
+            self.listener._waiting.pop(self.item, None)
         self.state = _CLOSING
         self.deadline = time.monotonic() + PEER_DEADLINE
         self._send(_wire.encode_ack(status, detail))

@@ -83,8 +83,9 @@ class Socket_Singleton:
         self.handoff_timeout = _check_seconds("handoff_timeout", handoff_timeout, False)
 
         self._clients = 0
-        self._release_lock = threading.RLock()
+        self._release_lock = threading.Lock()
         self._released = False
+        self._release_done = threading.Event()
         self._listener: Optional[Listener] = None
         self._dispatcher: Optional[Dispatcher] = None
         self._timer: Optional[threading.Timer] = None
@@ -102,6 +103,7 @@ class Socket_Singleton:
         self._dispatcher = Dispatcher(name + "-dispatch", self.verbose, self.release)
         self._listener = Listener(sock, name + "-listener", self.verbose, self.secret,
                                   self._on_launch, self._dispatcher.withdraw)
+        self._listener.start()
         if self.timeout > 0:
             # Not a daemon: like 2.0.0, the process keeps the port until the timeout fires
             # even when the main thread ends first.
@@ -170,18 +172,31 @@ class Socket_Singleton:
         """Free the port, stop delivery, cancel the timeout and forget the observers.
 
         Synchronous and idempotent; safe from any thread, from the timeout and from inside
-        an observer. When it returns, the port can be bound again.
+        an observer. When it returns, the port can be bound again (an observer that calls
+        it while another thread is already releasing returns at once instead of waiting).
         """
         with self._release_lock:
-            if self._released:
-                return
+            first = not self._released
             self._released = True
+        if not first:
+            if not self._on_library_thread():
+                self._release_done.wait()
+            return
+        try:
             if self._timer is not None:
-                self._timer.cancel()
+                self._timer.cancel()  # not joined: it may be waiting for this very release
             if self._listener is not None:
                 self._listener.stop()
             if self._dispatcher is not None:
                 self._dispatcher.stop()
+        finally:
+            self._release_done.set()
+
+    def _on_library_thread(self) -> bool:
+        # The first release() may be joining these threads: they must never wait for it.
+        current = threading.current_thread()
+        return any(part is not None and part.thread is current
+                   for part in (self._listener, self._dispatcher))
 
     @property
     def arguments(self) -> Tuple[Launch, ...]:
