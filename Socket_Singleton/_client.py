@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Optional, Tuple, Union
 
 from . import _errors, _net, _wire
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Tuple, Union
 
 _ANSWER_LIMIT = 64 * 1024  # no frame from a host is anywhere near this big
 _CLOSES_BEFORE_FOREIGN = 3  # consecutive closes without an answer before we give up

@@ -92,13 +92,13 @@ class Dispatcher:
         with self._cond:
             return tuple(item.launch for item in self._queue)
 
-    def submit(self, launch: Launch, final: bool,
+    def submit(self, args: Tuple[str, ...], cwd: Optional[str], pid: Optional[int], final: bool,
                on_done: Optional[Callable[[Pending], None]]) -> Optional[Pending]:
-        """Queue *launch*; ``None`` when the queue is full or dispatch has stopped."""
+        """Queue a launch; ``None`` when the queue is full or dispatch has stopped."""
         with self._cond:
             if self._stopping or len(self._queue) >= MAX_PENDING:
                 return None
-            item = Pending(launch, final)
+            item = Pending(Launch(args, cwd, pid), final)
             item.on_done = on_done
             self._queue.append(item)
             self._cond.notify()

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
-import os
 import socket
 import sys
 import threading
-from typing import Any, Callable, Optional, Tuple
 
 from . import _client, _errors, _log, _wire
-from ._dispatch import Dispatcher, Launch, Pending
 from ._errors import MultipleSingletonsError
-from ._host import Decision, Listener
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds, and a launch that is turned away never needs it
+    from typing import Any, Callable, Optional, Tuple
+
+    from ._dispatch import Dispatcher, Launch, Pending
+    from ._host import Decision, Listener
 
 _SUCCESS = (_errors.DELIVERED, _errors.QUEUED, _errors.NOT_SENT)
 
@@ -98,6 +101,10 @@ class Socket_Singleton:
         self._serve(claimed)
 
     def _serve(self, sock: socket.socket) -> None:
+        # Only a host needs these; a launch that is turned away never loads them.
+        from ._dispatch import Dispatcher
+        from ._host import Listener
+
         self.port = sock.getsockname()[1]  # the real port when port=0 was asked for
         name = "Socket_Singleton-%d" % self.port
         self._dispatcher = Dispatcher(name + "-dispatch", self.verbose, self.release)
@@ -139,7 +146,7 @@ class Socket_Singleton:
         elif not args and not self.deliver_empty:
             status, detail = _wire.DELIVERED, ""  # nothing for the observers, as in 2.0.0
         else:
-            item = self._dispatcher.submit(Launch(args, cwd or None, pid), final, on_done)
+            item = self._dispatcher.submit(args, cwd or None, pid, final, on_done)
             if item is None:
                 status, detail = _wire.REJECTED, "the running instance's queue is full"
                 _log.warning(self.verbose, "queue full (%d launches); launch refused",
