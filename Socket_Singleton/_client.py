@@ -14,10 +14,11 @@ if TYPE_CHECKING:
 
 _ANSWER_LIMIT = 64 * 1024  # no frame from a host is anywhere near this big
 _CLOSES_BEFORE_FOREIGN = 3  # consecutive closes without an answer before we give up
+HOST_FOUND = "host"  # probe(): a Socket_Singleton host answered
 
 
 class Outcome:
-    """How a hand-off ended, for MultipleSingletonsError."""
+    """How a hand-off (or a probe) ended: a reason of ``_errors``, a sentence, the host's pid."""
 
     __slots__ = ("reason", "detail", "host_pid")
 
@@ -27,32 +28,61 @@ class Outcome:
         self.host_pid = host_pid
 
 
-class _Retry(Exception):
-    """The host went away during the hand-off; the port may be free now."""
+class _Finished(Exception):
+    """The hand-off is over; ``outcome`` says how."""
 
-    def __init__(self, before_welcome: bool) -> None:
+    def __init__(self, reason: str, detail: str = "", host_pid: Optional[int] = None) -> None:
+        self.outcome = Outcome(reason, detail, host_pid)
+
+
+class _Retry(Exception):
+    """The host went away during the hand-off; the port may be free, or have a new host."""
+
+    def __init__(self, before_welcome: bool = False, refused: bool = False) -> None:
         self.before_welcome = before_welcome
+        self.refused = refused
+
+
+class _Welcome:
+    """What a host said about itself, and the nonces of this connection."""
+
+    __slots__ = ("pid", "limit", "client_nonce", "host_nonce", "client_proof")
+
+    def __init__(self, pid: int, limit: int, client_nonce: bytes, host_nonce: bytes,
+                 client_proof: bytes) -> None:
+        self.pid = pid
+        self.limit = limit
+        self.client_nonce = client_nonce
+        self.host_nonce = host_nonce
+        self.client_proof = client_proof
 
 
 def claim(address: str, port: int, send: bool, args: Tuple[str, ...], secret: Optional[str],
-          timeout: float) -> Union[socket.socket, Outcome]:
+          timeout: float, take: bool = True) -> Union[socket.socket, Outcome]:
     """Become the host (returns the listening socket) or hand *args* to the host.
 
     Retries while the host is going away, so that a launch either becomes the next host or
-    is acknowledged by one, all within *timeout* seconds.
+    is acknowledged by one, all within *timeout* seconds. With ``take=False`` the port is
+    never bound: a port nobody listens on ends with ``not-running``.
     """
     deadline = time.monotonic() + timeout
     delay = 0.002
     closed_before_welcome = 0
     while True:
-        sock = _net.listen_exclusively(address, port)
-        if sock is not None:
-            return sock
+        if take:
+            sock = _net.listen_exclusively(address, port)
+            if sock is not None:
+                return sock
         if not send:
             return Outcome(_errors.NOT_SENT)
         try:
-            return _hand_off(address, port, args, secret, deadline)
+            with _connect(address, port, deadline) as conn:
+                return _hand_off(conn, args, secret, deadline)
+        except _Finished as finished:
+            return finished.outcome
         except _Retry as retry:
+            if retry.refused and not take:
+                return Outcome(_errors.NOT_RUNNING, "nothing listens on %s:%d" % (address, port))
             # Our own host closes a hand-off without an answer only while it goes away, and
             # then the port is free (or has a new host) on the next try. Closing again and
             # again means the port belongs to some other program.
@@ -68,81 +98,116 @@ def claim(address: str, port: int, send: bool, args: Tuple[str, ...], secret: Op
         delay = min(delay * 2, 0.05)
 
 
-def _hand_off(address: str, port: int, args: Tuple[str, ...], secret: Optional[str],
+def probe(address: str, port: int, secret: Optional[str], timeout: float) -> Outcome:
+    """Ask whatever listens on the port who it is, without launching anything.
+
+    Returns reason ``HOST_FOUND`` with the host's pid for a verified Socket_Singleton host
+    (verified against *secret* when given), else why not.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        with _connect(address, port, deadline) as conn:
+            welcome = _greet(conn, secret, deadline)
+    except _Finished as finished:
+        return finished.outcome
+    except _Retry as retry:
+        if retry.refused:
+            return Outcome(_errors.NOT_RUNNING, "nothing listens on %s:%d" % (address, port))
+        return Outcome(_errors.FOREIGN, "the program on the port closed the connection "
+                       "without answering; it is not a Socket_Singleton host")
+    return Outcome(HOST_FOUND, "a Socket_Singleton host answered", welcome.pid)
+
+
+def _connect(address: str, port: int, deadline: float) -> socket.socket:
+    sock = socket.socket(_net.family_of(address), socket.SOCK_STREAM)
+    try:
+        _set_timeout(sock, deadline)
+        sock.connect((address, port))
+    except (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError):
+        sock.close()
+        raise _Retry(refused=True) from None  # bound but not (or no longer) listening
+    except socket.timeout:
+        sock.close()
+        raise _Finished(_errors.NO_ANSWER, "the program on the port did not accept a "
+                        "connection in time") from None
+    except OSError as err:
+        sock.close()
+        raise _Finished(_errors.NO_ANSWER, "could not connect: %s" % err) from None
+    return sock
+
+
+def _greet(sock: socket.socket, secret: Optional[str], deadline: float) -> _Welcome:
+    """Say hello and check that the answer comes from a Socket_Singleton host that knows
+    *secret* (or, without one, that wants none). Nothing of the user's is sent here."""
+    client_nonce = os.urandom(_wire.NONCE_SIZE)
+    try:
+        sock.sendall(_wire.PREAMBLE + _wire.frame(_wire.HELLO, client_nonce))
+        kind, payload = _read_frame(sock, deadline)
+    except socket.timeout:
+        raise _Finished(_errors.NO_ANSWER, "the program on the port did not answer in time") \
+            from None
+    except (ConnectionError, EOFError):
+        raise _Retry(before_welcome=True) from None
+    except (_wire.ProtocolError, OSError) as err:
+        raise _Finished(_errors.FOREIGN, "the program on the port is not a Socket_Singleton "
+                        "host (%s)" % err) from None
+    if kind == _wire.ACK:
+        _raise_ack(payload, None)  # e.g. "retry": the host is releasing
+    try:
+        if kind != _wire.WELCOME:
+            raise _wire.ProtocolError("unexpected answer")
+        pid, limit, needs_secret, host_nonce, host_proof = _wire.decode_welcome(payload)
+    except _wire.ProtocolError as err:
+        raise _Finished(_errors.FOREIGN, "the program on the port is not a Socket_Singleton "
+                        "host (%s)" % err) from None
+
+    if needs_secret and secret is None:
+        raise _Finished(_errors.SECRET_MISMATCH, "the running instance requires a secret", pid)
+    client_proof = b""
+    if secret is not None:
+        if not needs_secret:
+            raise _Finished(_errors.SECRET_MISMATCH,
+                            "the running instance does not use a secret", pid)
+        if not _wire.same(host_proof, _wire.proof(secret, b"host", client_nonce, host_nonce)):
+            raise _Finished(_errors.SECRET_MISMATCH,
+                            "the running instance does not know the same secret", pid)
+        client_proof = _wire.proof(secret, b"client", host_nonce, client_nonce)
+    return _Welcome(pid, limit, client_nonce, host_nonce, client_proof)
+
+
+def _hand_off(sock: socket.socket, args: Tuple[str, ...], secret: Optional[str],
               deadline: float) -> Outcome:
-    with socket.socket(_net.family_of(address), socket.SOCK_STREAM) as sock:
-        try:
-            _set_timeout(sock, deadline)
-            sock.connect((address, port))
-        except (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError):
-            raise _Retry(before_welcome=False) from None  # bound but not (or no longer) listening
-        except socket.timeout:
-            return Outcome(_errors.NO_ANSWER, "the program on the port did not accept a "
-                           "connection in time")
-        except OSError as err:
-            return Outcome(_errors.NO_ANSWER, "could not connect: %s" % err)
-
-        client_nonce = os.urandom(_wire.NONCE_SIZE)
-        try:
-            sock.sendall(_wire.PREAMBLE + _wire.frame(_wire.HELLO, client_nonce))
-            kind, payload = _read_frame(sock, deadline)
-        except socket.timeout:
-            return Outcome(_errors.NO_ANSWER, "the program on the port did not answer in time")
-        except (ConnectionError, EOFError):
-            raise _Retry(before_welcome=True) from None
-        except (_wire.ProtocolError, OSError) as err:
-            return Outcome(_errors.FOREIGN, "the program on the port is not a Socket_Singleton "
-                           "host (%s)" % err)
-
-        if kind == _wire.ACK:
-            return _outcome_of_ack(payload, None)
-        try:
-            if kind != _wire.WELCOME:
-                raise _wire.ProtocolError("unexpected answer")
-            pid, limit, needs_secret, host_nonce, host_proof = _wire.decode_welcome(payload)
-        except _wire.ProtocolError as err:
-            return Outcome(_errors.FOREIGN, "the program on the port is not a Socket_Singleton "
-                           "host (%s)" % err)
-
-        client_proof = b""
-        if needs_secret and secret is None:
-            return Outcome(_errors.SECRET_MISMATCH, "the running instance requires a secret", pid)
-        if secret is not None:
-            if not needs_secret:
-                return Outcome(_errors.SECRET_MISMATCH,
-                               "the running instance does not use a secret", pid)
-            if not _wire.same(host_proof, _wire.proof(secret, b"host", client_nonce, host_nonce)):
-                return Outcome(_errors.SECRET_MISMATCH,
-                               "the running instance does not know the same secret", pid)
-            client_proof = _wire.proof(secret, b"client", host_nonce, client_nonce)
-
-        message = _wire.encode_launch(client_proof, os.getpid(), _cwd(), args)
-        size = len(message) - _wire.HEADER.size - len(client_proof)
-        if size > limit:
-            return Outcome(_errors.REJECTED, "the arguments take %d bytes; the running instance "
-                           "accepts at most %d" % (size, limit), pid)
-        try:
-            sock.sendall(message)
-            kind, payload = _read_frame(sock, deadline)
-        except socket.timeout:
-            return Outcome(_errors.NO_ANSWER, "the running instance did not acknowledge the "
-                           "launch in time", pid)
-        except (ConnectionError, EOFError):
-            raise _Retry(before_welcome=False) from None  # it died holding our launch
-        except (_wire.ProtocolError, OSError) as err:
-            return Outcome(_errors.REJECTED, "the hand-off failed: %s" % err, pid)
-        if kind != _wire.ACK:
-            return Outcome(_errors.REJECTED, "the running instance answered out of turn", pid)
-        return _outcome_of_ack(payload, pid)
+    welcome = _greet(sock, secret, deadline)
+    pid = welcome.pid
+    message = _wire.encode_launch(welcome.client_proof, os.getpid(), _cwd(), args)
+    size = len(message) - _wire.HEADER.size - len(welcome.client_proof)
+    if size > welcome.limit:
+        raise _Finished(_errors.REJECTED, "the arguments take %d bytes; the running instance "
+                        "accepts at most %d" % (size, welcome.limit), pid)
+    try:
+        sock.sendall(message)
+        kind, payload = _read_frame(sock, deadline)
+    except socket.timeout:
+        raise _Finished(_errors.NO_ANSWER, "the running instance did not acknowledge the "
+                        "launch in time", pid) from None
+    except (ConnectionError, EOFError):
+        raise _Retry() from None  # it died holding our launch: try the next host
+    except (_wire.ProtocolError, OSError) as err:
+        raise _Finished(_errors.REJECTED, "the hand-off failed: %s" % err, pid) from None
+    if kind != _wire.ACK:
+        raise _Finished(_errors.REJECTED, "the running instance answered out of turn", pid)
+    _raise_ack(payload, pid)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _outcome_of_ack(payload: bytes, pid: Optional[int]) -> Outcome:
+def _raise_ack(payload: bytes, pid: Optional[int]) -> None:
+    """Turn an acknowledgement into _Finished, or _Retry for "the host is going away"."""
     try:
         status, detail = _wire.decode_ack(payload)
     except _wire.ProtocolError as err:
-        return Outcome(_errors.REJECTED, str(err), pid)
+        raise _Finished(_errors.REJECTED, str(err), pid) from None
     if status == _wire.RETRY:
-        raise _Retry(before_welcome=False)
+        raise _Retry()
     reason = {
         _wire.DELIVERED: _errors.DELIVERED,
         _wire.QUEUED: _errors.QUEUED,
@@ -150,7 +215,7 @@ def _outcome_of_ack(payload: bytes, pid: Optional[int]) -> Outcome:
     }.get(status, _errors.REJECTED)
     if reason == _errors.REJECTED and not detail:
         detail = "refused by the running instance"
-    return Outcome(reason, detail, pid)
+    raise _Finished(reason, detail, pid)
 
 
 def _read_frame(sock: socket.socket, deadline: float) -> Tuple[bytes, bytes]:

@@ -11,6 +11,7 @@ FOREIGN = "foreign"  # the port is held by a program that is not a Socket_Single
 NO_ANSWER = "no-answer"  # a host did not answer within handoff_timeout
 SECRET_MISMATCH = "secret-mismatch"  # client and host do not share the secret
 REJECTED = "rejected"  # the host refused the launch (too large, queue full, ...)
+NOT_RUNNING = "not-running"  # nothing listens on the port (only when not taking it: the CLI)
 
 _EXPLANATIONS = {
     DELIVERED: "The arguments were delivered to it.",
@@ -21,6 +22,7 @@ _EXPLANATIONS = {
     NO_ANSWER: "The arguments were not sent: {detail}.",
     SECRET_MISMATCH: "The arguments were not sent: {detail}.",
     REJECTED: "The arguments were not delivered: {detail}.",
+    NOT_RUNNING: "The arguments were not sent: {detail}.",
 }
 
 

@@ -329,8 +329,10 @@ class _Connection:
         if self.state in (_SNIFF, _PLAIN):
             self._plain_complete()
             return
-        if self.state in (_HELLO, _LAUNCH):
+        if self.state == _HELLO:
             self._warn("closed in the middle of the hand-off; dropped")
+        elif self.state == _LAUNCH:  # a status probe, or a client that would not trust us
+            _log.debug(self.listener._verbose, "peer %s: closed after the welcome", self.peer)
         self.listener.forget(self)  # a client that gave up waiting: its launch stays queued
 
     def _plain_complete(self) -> None:
