@@ -1,0 +1,119 @@
+"""The command line: ``python -m Socket_Singleton`` or ``socket-singleton``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import _client, _errors
+from ._version import __version__
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn, Optional, Sequence
+
+PROG = "socket-singleton"
+
+OK, USAGE, NOT_RUNNING, FOREIGN, NO_ANSWER, REFUSED = 0, 2, 3, 4, 5, 6
+EXIT_CODES = {
+    _client.HOST_FOUND: OK,
+    _errors.DELIVERED: OK,
+    _errors.QUEUED: OK,
+    _errors.NOT_RUNNING: NOT_RUNNING,
+    _errors.FOREIGN: FOREIGN,
+    _errors.NO_ANSWER: NO_ANSWER,
+    _errors.SECRET_MISMATCH: REFUSED,
+    _errors.IGNORED: REFUSED,
+    _errors.REJECTED: REFUSED,
+}
+
+EPILOG = """\
+examples:
+  %(prog)s status --port 50123
+  %(prog)s send --port 50123 -- notes.txt --new-window
+  APP_SECRET=s3cret %(prog)s send --port 50123 --secret-env APP_SECRET -- notes.txt
+
+exit codes:
+  0  status: a Socket_Singleton host answered; send: the host took the arguments
+  2  the command line is wrong
+  3  nothing listens on the port
+  4  a program that is not a Socket_Singleton host holds the port
+  5  no answer within --timeout
+  6  refused: secret mismatch, max_clients reached, or too large
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE, "%s: error: %s (see --help)\n" % (PROG, message))
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError("must be a number from 1 to 65535, not %r" % text)
+    return port
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--port", type=_port, required=True, help="the application's port")
+    common.add_argument("--address", default="127.0.0.1",
+                        help="the address the application binds (default: %(default)s)")
+    common.add_argument("--secret-env", metavar="NAME",
+                        help="read the application's secret from this environment variable")
+    common.add_argument("--timeout", type=float, default=2.0,
+                        help="seconds to wait for the host (default: %(default)s)")
+
+    parser = _Parser(prog=PROG, description="Talk to a running Socket_Singleton application.",
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    commands.add_parser("status", parents=[common], epilog=EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        help="is a Socket_Singleton host listening on the port? (its pid)")
+    send = commands.add_parser("send", parents=[common], epilog=EPILOG,
+                               formatter_class=argparse.RawDescriptionHelpFormatter,
+                               help="hand arguments to the running host, as a launch would")
+    send.add_argument("args", nargs="*", metavar="ARG",
+                      help="the arguments to hand over (put them after --)")
+    for sub in commands.choices.values():
+        sub.error = parser.error  # type: ignore[method-assign]
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    options = _parser().parse_args(argv)
+    secret = None
+    if options.secret_env is not None:
+        secret = os.environ.get(options.secret_env)
+        if secret is None:
+            _fail("environment variable %s is not set" % options.secret_env)
+    if options.timeout <= 0:
+        _fail("--timeout must be greater than 0")
+    where = "%s:%d" % (options.address, options.port)
+    if options.command == "status":
+        outcome = _client.probe(options.address, options.port, secret, options.timeout)
+        if outcome.reason == _client.HOST_FOUND:
+            print("a Socket_Singleton host listens on %s (pid %s)" % (where, outcome.host_pid))
+    else:
+        claimed = _client.claim(options.address, options.port, True, tuple(options.args),
+                                secret, options.timeout, take=False)
+        assert isinstance(claimed, _client.Outcome)  # take=False never binds
+        outcome = claimed
+        if outcome.reason in (_errors.DELIVERED, _errors.QUEUED):
+            print("%s to the host on %s (pid %s)" % (outcome.reason, where, outcome.host_pid))
+    code = EXIT_CODES.get(outcome.reason, REFUSED)
+    if code != OK:
+        sys.stderr.write("%s: %s: %s\n" % (PROG, where, outcome.detail or outcome.reason))
+    return code
+
+
+def _fail(message: str) -> NoReturn:
+    sys.stderr.write("%s: error: %s\n" % (PROG, message))
+    raise SystemExit(USAGE)
