@@ -9,6 +9,7 @@ from typing import Any, Callable, Deque, Dict, Optional, Tuple
 from . import _log
 
 MAX_PENDING = 1024  # launches kept while no observer is registered (or observers lag behind)
+STOP_WAIT = 0.5  # seconds stop() waits for an observer that is running to return
 
 # States of a queued launch.
 QUEUED, TAKEN, DONE = "queued", "taken", "done"
@@ -64,7 +65,6 @@ class Dispatcher:
         self._queue: Deque[Pending] = deque()
         self._observers: Dict[Observer, Tuple[Tuple[Any, ...], Dict[str, Any]]] = {}
         self._stopping = False
-        self._busy = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -115,16 +115,15 @@ class Dispatcher:
     def stop(self) -> None:
         """Clear the observers and end the thread.
 
-        Waits for the thread unless it is the caller or is inside an observer: then it
-        exits as soon as that observer returns, so a blocked observer cannot block us.
+        An observer that is running gets STOP_WAIT seconds to return; one that takes longer
+        (or that called stop() itself) is not waited for: the thread exits when it returns.
         """
         with self._cond:
             self._stopping = True
             self._observers.clear()
             self._cond.notify_all()
-            busy = self._busy
-        if not busy and self._thread is not threading.current_thread():
-            self._thread.join()
+        if self._thread is not threading.current_thread():
+            self._thread.join(STOP_WAIT)
 
     # -- the dispatch thread ----------------------------------------------------------
 
@@ -138,7 +137,6 @@ class Dispatcher:
                 item = self._queue.popleft()
                 item.state = TAKEN
                 observers = list(self._observers.items())
-                self._busy = True
             try:
                 for observer, (args, kwargs) in observers:
                     try:
@@ -148,7 +146,6 @@ class Dispatcher:
                                      observer, exc_info=True)
             finally:
                 with self._cond:
-                    self._busy = False
                     item.state = DONE
                 if item.on_done is not None:
                     item.on_done(item)
