@@ -60,7 +60,7 @@ def _port(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--port", type=_port, required=True, help="the application's port")
     common.add_argument("--address", default="127.0.0.1",
                         help="the address the application binds (default: %(default)s)")
@@ -82,8 +82,6 @@ def _parser() -> argparse.ArgumentParser:
                                help="hand arguments to the running host, as a launch would")
     send.add_argument("args", nargs="*", metavar="ARG",
                       help="the arguments to hand over (put them after --)")
-    for sub in commands.choices.values():
-        sub.error = parser.error  # type: ignore[method-assign]
     return parser
 
 

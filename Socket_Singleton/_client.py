@@ -20,7 +20,7 @@ HOST_FOUND = "host"  # probe(): a Socket_Singleton host answered
 class Outcome:
     """How a hand-off (or a probe) ended: a reason of ``_errors``, a sentence, the host's pid."""
 
-    __slots__ = ("reason", "detail", "host_pid")
+    __slots__ = ("detail", "host_pid", "reason")
 
     def __init__(self, reason: str, detail: str = "", host_pid: Optional[int] = None) -> None:
         self.reason = reason
@@ -46,7 +46,7 @@ class _Retry(Exception):
 class _Welcome:
     """What a host said about itself, and the nonces of this connection."""
 
-    __slots__ = ("pid", "limit", "client_nonce", "host_nonce", "client_proof")
+    __slots__ = ("client_nonce", "client_proof", "host_nonce", "limit", "pid")
 
     def __init__(self, pid: int, limit: int, client_nonce: bytes, host_nonce: bytes,
                  client_proof: bytes) -> None:

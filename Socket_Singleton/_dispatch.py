@@ -26,7 +26,7 @@ class Launch(tuple):  # type: ignore[type-arg]
     pid: Optional[int]
 
     def __new__(cls, args: Tuple[str, ...] = (), cwd: Optional[str] = None,
-                pid: Optional[int] = None) -> "Launch":
+                pid: Optional[int] = None) -> Launch:
         self = super().__new__(cls, args)
         self.cwd = cwd
         self.pid = pid
@@ -39,13 +39,13 @@ class Launch(tuple):  # type: ignore[type-arg]
 class Pending:
     """A launch waiting in the queue; ``on_done`` is called once its observers have run."""
 
-    __slots__ = ("launch", "state", "final", "on_done")
+    __slots__ = ("final", "launch", "on_done", "state")
 
     def __init__(self, launch: Launch, final: bool) -> None:
         self.launch = launch
         self.state = QUEUED
         self.final = final
-        self.on_done: Optional[Callable[["Pending"], None]] = None
+        self.on_done: Optional[Callable[[Pending], None]] = None
 
 
 Observer = Callable[..., Any]
@@ -141,7 +141,7 @@ class Dispatcher:
                 for observer, (args, kwargs) in observers:
                     try:
                         observer(item.launch, *args, **kwargs)
-                    except Exception:
+                    except Exception:  # noqa: BLE001 - reported; the next observer still runs
                         _log.warning(self._verbose, "observer %r raised an exception",
                                      observer, exc_info=True)
             finally:

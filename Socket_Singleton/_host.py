@@ -102,7 +102,7 @@ class Listener:
                     key.data(mask)
                 self._handle_completed()
                 self._expire(time.monotonic())
-        except Exception:  # a bug here must not leave the port held by a dead thread
+        except Exception:  # noqa: BLE001 - a bug here must not leave the port held by a dead thread
             _log.warning(self._verbose, "listener failed; releasing the port", exc_info=True)
         finally:
             self._shutdown()
@@ -364,7 +364,7 @@ class _Connection:
 
     def expire(self) -> None:
         if self.state == _WAITING:
-            self.acknowledge(_wire.QUEUED)  # the observers are slow: the launch is safe in the queue
+            self.acknowledge(_wire.QUEUED)  # observers are slow: the launch waits in the queue
         elif self.state == _CLOSING:
             self.listener.forget(self)
         else:

@@ -27,7 +27,7 @@ def _get() -> Any:
             def emit(self, record: logging.LogRecord) -> None:
                 try:
                     sys.stderr.write("%s: %s\n" % (NAME, self.format(record)))
-                except Exception:
+                except Exception:  # noqa: BLE001 - logging's own convention
                     self.handleError(record)
 
         logger = logging.getLogger(NAME)

@@ -12,7 +12,7 @@ from ._errors import MultipleSingletonsError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds, and a launch that is turned away never needs it
-    from typing import Any, Callable, Optional, Tuple
+    from typing import Any, Callable, NoReturn, Optional, Tuple
 
     from ._dispatch import Dispatcher, Launch, Pending
     from ._host import Decision, Listener
@@ -119,7 +119,7 @@ class Socket_Singleton:
             self._timer.daemon = False
             self._timer.start()
 
-    def _turned_away(self, outcome: _client.Outcome) -> None:
+    def _turned_away(self, outcome: _client.Outcome) -> NoReturn:
         if outcome.reason not in _SUCCESS:
             _log.warning(self.verbose, "launch not delivered to %s:%d: %s",
                          self.address, self.port, outcome.detail or outcome.reason)

@@ -49,7 +49,7 @@ def frame(kind: bytes, payload: bytes = b"") -> bytes:
     return HEADER.pack(kind, len(payload)) + payload
 
 
-def split_frame(buf: bytes, limit: int) -> tuple[bytes, bytes, int] | None:
+def split_frame(buf: bytes | bytearray, limit: int) -> tuple[bytes, bytes, int] | None:
     """Return ``(kind, payload, consumed)`` for the frame at the start of *buf*, or ``None``
     while it is incomplete. Raises ProtocolError for a frame longer than *limit*."""
     if len(buf) < HEADER.size:
@@ -114,7 +114,8 @@ def decode_launch(payload: bytes, proof_size: int) -> tuple[bytes, int, str, tup
         raise ProtocolError("launch fields are not NUL-terminated")
     fields = body[:-1].split(b"\0")
     if len(fields) != argc + 1:
-        raise ProtocolError("launch announces %d arguments but carries %d" % (argc, len(fields) - 1))
+        raise ProtocolError(
+            "launch announces %d arguments but carries %d" % (argc, len(fields) - 1))
     cwd, *args = (os.fsdecode(field) for field in fields)
     return payload[:proof_size], pid, cwd, tuple(args)
 

@@ -8,6 +8,8 @@ Observers run on the library's dispatch thread; ``loop.call_soon_threadsafe`` is
 way to hand something to an event loop from another thread.
 """
 
+from __future__ import annotations
+
 import asyncio
 import os
 
@@ -18,7 +20,7 @@ PORT = int(os.environ.get("ASYNCIO_DEMO_PORT", "50125"))
 
 async def serve() -> None:
     loop = asyncio.get_running_loop()
-    launches: "asyncio.Queue[tuple[str, ...]]" = asyncio.Queue()
+    launches: asyncio.Queue[tuple[str, ...]] = asyncio.Queue()
     with Socket_Singleton(port=PORT) as app:
         app.trace(lambda launch: loop.call_soon_threadsafe(launches.put_nowait, launch))
         print("service ready on port %d" % app.port, flush=True)

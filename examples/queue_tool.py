@@ -8,6 +8,8 @@ looks at its queue a last time, so a launch either reaches this worker's queue (
 becomes the next worker: no job is lost in between.
 """
 
+from __future__ import annotations
+
 import os
 import queue
 import sys
@@ -32,7 +34,7 @@ def main() -> int:
         print("not accepted: %s" % err.detail, file=sys.stderr)
         return 1
 
-    jobs: "queue.Queue[str]" = queue.Queue()
+    jobs: queue.Queue[str] = queue.Queue()
     for job in sys.argv[1:]:
         jobs.put(job)
     app.trace(lambda launch: [jobs.put(job) for job in launch])

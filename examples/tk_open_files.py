@@ -13,6 +13,8 @@ Two rules this shows:
   ``launch.cwd``.
 """
 
+from __future__ import annotations
+
 import os
 import queue
 import sys
@@ -29,9 +31,9 @@ class Viewer:
         root.title("Socket_Singleton Tk demo")
         self.files = tk.Listbox(root, width=80, height=12)
         self.files.pack(fill="both", expand=True)
-        self.launches: "queue.Queue[tuple[str, ...]]" = queue.Queue()
+        self.launches: queue.Queue[tuple[str, ...]] = queue.Queue()
 
-    def on_launch(self, launch: "tuple[str, ...]") -> None:
+    def on_launch(self, launch: tuple[str, ...]) -> None:
         # Dispatch thread: hand over, touch no widget here.
         self.launches.put(launch)
 
@@ -45,7 +47,7 @@ class Viewer:
             self.open(launch, getattr(launch, "cwd", None) or os.getcwd())
         self.root.after(100, self.poll)
 
-    def open(self, names: "tuple[str, ...]", cwd: str) -> None:
+    def open(self, names: tuple[str, ...], cwd: str) -> None:
         for name in names:
             self.files.insert("end", os.path.normpath(os.path.join(cwd, name)))
         self.root.deiconify()  # bring the window forward, also for a launch without files
