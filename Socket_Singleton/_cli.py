@@ -41,7 +41,7 @@ exit codes:
   4  a program that is not a Socket_Singleton host holds the port
   5  no answer within --timeout
   6  refused: secret mismatch, max_clients reached, or too large
-"""
+""" % {"prog": PROG}  # spelled out: in a subcommand's help %(prog)s would be "... status"
 
 
 class _Parser(argparse.ArgumentParser):

@@ -162,7 +162,10 @@ class Listener:
             self._waiting.pop(conn.item, None)
         self._selector.unregister(conn.sock)
         if not conn.peer_closed:
-            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            try:
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            except OSError:  # already reset by the peer: nothing to linger over
+                pass
         conn.sock.close()
         self._resume_accepting()
 
