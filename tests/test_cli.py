@@ -1,0 +1,309 @@
+"""The command line, ``python -m Socket_Singleton status|send``, run as real processes."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+
+import Socket_Singleton as package
+from Socket_Singleton import Socket_Singleton, _wire
+
+from . import support
+
+SECRET_ENV = "SS_TEST_CLI_SECRET"
+
+
+class Result:
+    """How one run of the command line ended."""
+
+    def __init__(self, pid, code, out, err):
+        self.pid, self.code, self.out, self.err = pid, code, out, err
+
+    def __repr__(self):
+        return "<exit %s, stdout %r, stderr %r>" % (self.code, self.out, self.err)
+
+
+def cli(*args, cwd=support.ROOT, env=None, unset=()):
+    """Run ``python -m Socket_Singleton ARGS`` to completion with the checkout on sys.path."""
+    environ = support.app_env({})
+    environ.update(env or {})
+    for name in unset:
+        environ.pop(name, None)
+    proc = subprocess.Popen([sys.executable, "-m", "Socket_Singleton", *args], cwd=cwd,
+                            env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=support.WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return Result(proc.pid, proc.returncode, out.decode("utf-8", "replace"),
+                  err.decode("utf-8", "replace"))
+
+
+def start_app_host(test, **kwargs):
+    """A test_app.py host on a free port; returns (app, port, pid from its "host" event)."""
+    app = support.AppProcess(config={"kwargs": dict(kwargs, port=0)})
+    test.addCleanup(app.stop)
+    event = app.wait_for("host")
+    return app, event["port"], event["pid"]
+
+
+def assert_port_free(test, port):
+    """A plain socket, without SO_REUSEADDR, can bind the port right now."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as err:
+            test.fail("port %d is not free: %s" % (port, err))
+
+
+class ForeignServer:
+    """A TCP server on a free port that is not a Socket_Singleton host, served by a thread.
+
+    mode "close": accepts and closes at once; "garbage": reads the client's greeting and
+    answers like a web server; "silent": accepts and never answers (until the test ends).
+    """
+
+    def __init__(self, test, mode):
+        self.mode = mode
+        self.connections = 0
+        self._held = []
+        self._stopping = False
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, name="ForeignServer", daemon=True)
+        self._thread.start()
+        test.addCleanup(self.close)
+
+    def _serve(self):
+        while True:
+            conn, _ = self._sock.accept()
+            if self._stopping:
+                conn.close()
+                return
+            self.connections += 1
+            if self.mode == "silent":
+                self._held.append(conn)
+                continue
+            with conn:
+                if self.mode == "garbage":
+                    self._answer_garbage(conn)
+
+    @staticmethod
+    def _answer_garbage(conn):
+        greeting = len(_wire.PREAMBLE) + _wire.HEADER.size + _wire.NONCE_SIZE
+        conn.settimeout(support.WAIT)
+        received = 0
+        try:
+            while received < greeting:
+                data = conn.recv(greeting - received)
+                if not data:
+                    return
+                received += len(data)
+            conn.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            pass
+
+    def close(self):
+        self._stopping = True
+        with socket.create_connection(("127.0.0.1", self.port), timeout=support.WAIT):
+            pass  # wakes the accept() up
+        self._thread.join(support.WAIT)
+        for conn in self._held:
+            conn.close()
+        self._sock.close()
+
+
+class CommandLineTestCase(support.ThreadLeakCheck):
+
+    def assertOneLineError(self, result, code, prefix="socket-singleton: "):
+        """Exit status *code*, nothing on stdout, exactly one line on stderr, no traceback."""
+        self.assertEqual(result.code, code, result)
+        self.assertEqual(result.out, "", result)
+        self.assertNotIn("Traceback", result.err)
+        self.assertEqual(len(result.err.splitlines()), 1, result)
+        self.assertTrue(result.err.endswith("\n"), result)
+        self.assertTrue(result.err.startswith(prefix), result)
+
+
+class TestCommandLineUsage(CommandLineTestCase):
+
+    EXAMPLES = ("\nexamples:\n"
+                "  socket-singleton status --port 50123\n"
+                "  socket-singleton send --port 50123 -- notes.txt --new-window\n")
+
+    def test_help_shows_examples_and_exit_codes(self):
+        for command in ([], ["status"], ["send"]):
+            with self.subTest(command=command):
+                result = cli(*command, "--help")
+                self.assertEqual((result.code, result.err), (0, ""), result)
+                usage = " ".join(["usage: socket-singleton", *command])
+                self.assertRegex(result.out, r"\A%s\s" % re.escape(usage))
+                self.assertIn(self.EXAMPLES, result.out)
+                self.assertIn("\nexit codes:\n", result.out)
+                codes = re.findall(r"^  (\d)  \S", result.out.split("exit codes:")[1], re.M)
+                self.assertEqual(codes, ["0", "2", "3", "4", "5", "6"], result.out)
+                if command:
+                    self.assertIn("--port PORT", result.out)
+                    self.assertIn("--secret-env NAME", result.out)
+
+    def test_version(self):
+        result = cli("--version")
+        self.assertEqual((result.code, result.out, result.err),
+                         (0, "socket-singleton %s\n" % package.__version__, ""))
+
+    def test_usage_errors_are_one_line_and_exit_2(self):
+        cases = [
+            ([], "COMMAND"),
+            (["status"], "--port"),
+            (["send", "--", "notes.txt"], "--port"),
+            (["status", "--port", "70000"], "70000"),
+            (["send", "--port", "x", "--", "notes.txt"], "'x'"),
+            (["status", "--port", "0"], "'0'"),
+            (["frobnicate", "--port", "50123"], "frobnicate"),
+            (["status", "--port", "50123", "--timeout", "0"], "--timeout"),
+        ]
+        for argv, mentioned in cases:
+            with self.subTest(argv=argv):
+                result = cli(*argv)
+                self.assertOneLineError(result, 2, "socket-singleton: error: ")
+                self.assertIn(mentioned, result.err)
+
+
+class TestCommandLineStatus(CommandLineTestCase):
+
+    def test_running_host(self):
+        _, port, pid = start_app_host(self)
+        result = cli("status", "--port", str(port))
+        self.assertEqual(result.code, 0, result)
+        self.assertEqual(result.out, "a Socket_Singleton host listens on 127.0.0.1:%d (pid %d)\n"
+                         % (port, pid))
+        self.assertEqual(result.err, "")
+
+    def test_nothing_listening(self):
+        port = support.free_port()
+        result = cli("status", "--port", str(port))
+        self.assertOneLineError(result, 3)
+        self.assertIn("nothing listens on 127.0.0.1:%d" % port, result.err)
+        assert_port_free(self, port)
+
+    def test_foreign_program(self):
+        for mode in ("close", "garbage"):
+            with self.subTest(mode=mode):
+                server = ForeignServer(self, mode)
+                result = cli("status", "--port", str(server.port))
+                self.assertOneLineError(result, 4)
+                self.assertIn("not a Socket_Singleton host", result.err)
+                self.assertGreaterEqual(server.connections, 1)
+
+    def test_no_answer(self):
+        server = ForeignServer(self, "silent")
+        result = cli("status", "--port", str(server.port), "--timeout", "0.5")
+        self.assertOneLineError(result, 5)
+        self.assertIn("in time", result.err)
+
+    def test_status_is_not_a_launch(self):
+        # An in-process host, so that its `clients` can be read. deliver_empty: even a launch
+        # without arguments would reach the observer.
+        app = Socket_Singleton(port=0, deliver_empty=True)
+        self.addCleanup(app.release)
+        collector = support.Collector()
+        app.trace(collector)
+        result = cli("status", "--port", str(app.port))
+        self.assertEqual(result.code, 0, result)
+        self.assertIn("(pid %d)" % os.getpid(), result.out)
+        # A real launch after the status query is the first and only one the host counts.
+        result = cli("send", "--port", str(app.port), "--", "after")
+        self.assertEqual(result.code, 0, result)
+        self.assertEqual(collector.wait(1), [("after",)])
+        self.assertEqual(app.clients, 1)
+
+
+class TestCommandLineSend(CommandLineTestCase):
+
+    def test_delivers_exact_arguments_with_the_cli_cwd(self):
+        host, port, pid = start_app_host(self)
+        args = ["-x", "--new-window", "", "two words", "naïve ☃ 日本語", "--port", "--"]
+        with tempfile.TemporaryDirectory() as where:
+            result = cli("send", "--port", str(port), "--", *args, cwd=where)
+            self.assertEqual(result.code, 0, result)
+            self.assertEqual(result.out, "delivered to the host on 127.0.0.1:%d (pid %d)\n"
+                             % (port, pid))
+            self.assertEqual(result.err, "")
+            event = host.wait_for("launch")
+            self.assertEqual(support.decode_args(event), [os.fsencode(arg) for arg in args])
+            self.assertEqual(event["cwd"], os.path.realpath(where))
+            self.assertEqual(event["pid"], result.pid)
+
+    def test_without_arguments(self):
+        host, port, _ = start_app_host(self, deliver_empty=True)
+        result = cli("send", "--port", str(port))
+        self.assertEqual(result.code, 0, result)
+        self.assertEqual(support.decode_args(host.wait_for("launch")), [])
+
+    def test_nothing_listening_does_not_take_the_port(self):
+        port = support.free_port()
+        result = cli("send", "--port", str(port), "--", "notes.txt")
+        self.assertOneLineError(result, 3)
+        self.assertIn("nothing listens on 127.0.0.1:%d" % port, result.err)
+        assert_port_free(self, port)
+
+    def test_foreign_program(self):
+        for mode in ("close", "garbage"):
+            with self.subTest(mode=mode):
+                server = ForeignServer(self, mode)
+                result = cli("send", "--port", str(server.port), "--", "notes.txt")
+                self.assertOneLineError(result, 4)
+                self.assertIn("not a Socket_Singleton host", result.err)
+
+    def test_no_answer(self):
+        server = ForeignServer(self, "silent")
+        result = cli("send", "--port", str(server.port), "--timeout", "0.5", "--", "notes.txt")
+        self.assertOneLineError(result, 5)
+
+    def test_secret_from_environment(self):
+        host, port, pid = start_app_host(self, secret="s3cret")
+        right = {SECRET_ENV: "s3cret"}
+        result = cli("status", "--port", str(port), "--secret-env", SECRET_ENV, env=right)
+        self.assertEqual((result.code, result.err), (0, ""), result)
+        self.assertIn("(pid %d)" % pid, result.out)
+
+        result = cli("send", "--port", str(port), "--secret-env", SECRET_ENV, "--", "first",
+                     env=right)
+        self.assertEqual((result.code, result.err), (0, ""), result)
+        self.assertEqual(support.decode_args(host.wait_for("launch")), [b"first"])
+
+    def test_wrong_or_missing_secret_delivers_nothing(self):
+        host, port, _ = start_app_host(self, secret="s3cret")
+        result = cli("send", "--port", str(port), "--secret-env", SECRET_ENV, "--", "wrong",
+                     env={SECRET_ENV: "guess"})
+        self.assertOneLineError(result, 6)
+        self.assertIn("does not know the same secret", result.err)
+
+        result = cli("send", "--port", str(port), "--secret-env", SECRET_ENV, "--", "unset",
+                     unset=[SECRET_ENV])
+        self.assertOneLineError(result, 2, "socket-singleton: error: ")
+        self.assertEqual(result.err, "socket-singleton: error: environment variable %s is not "
+                         "set\n" % SECRET_ENV)
+
+        result = cli("send", "--port", str(port), "--", "none", unset=[SECRET_ENV])
+        self.assertOneLineError(result, 6)
+        self.assertIn("requires a secret", result.err)
+
+        # The first launch the host sees is the one with the right secret.
+        result = cli("send", "--port", str(port), "--secret-env", SECRET_ENV, "--", "right",
+                     env={SECRET_ENV: "s3cret"})
+        self.assertEqual(result.code, 0, result)
+        self.assertEqual(support.decode_args(host.wait_for("launch")), [b"right"])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,262 @@
+"""The recipes in examples/, each run for real as processes on ports found at run time."""
+
+import ast
+import os
+import queue
+import re
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+from . import support
+
+try:
+    import tkinter
+except ImportError:  # Python built without Tk
+    tkinter = None
+
+EXAMPLES = os.path.join(support.ROOT, "examples")
+QUICKSTART = os.path.join(EXAMPLES, "quickstart.py")
+ASYNCIO_SERVICE = os.path.join(EXAMPLES, "asyncio_service.py")
+QUEUE_TOOL = os.path.join(EXAMPLES, "queue_tool.py")
+TK_OPEN_FILES = os.path.join(EXAMPLES, "tk_open_files.py")
+QUEUE_TOOL_IDLE = "6"  # the worker's idle bound: short, yet far above a launch's start-up
+
+
+def example_env(**extra):
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", **extra)
+    env["PYTHONPATH"] = support.ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_launch(script, args=(), env=None, cwd=None):
+    """Run one launch of *script* to completion; returns (pid, returncode, stdout, stderr)."""
+    proc = subprocess.Popen([sys.executable, script, *args], env=env, cwd=cwd,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=support.WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.pid, proc.returncode, out.decode("utf-8", "replace"), \
+        err.decode("utf-8", "replace")
+
+
+class ExampleProcess:
+    """A long-running example; its stdout and stderr are read line by line on a thread.
+    Ended through its own handle when the test ends."""
+
+    def __init__(self, test, script, args=(), env=None, cwd=None):
+        self.proc = subprocess.Popen([sys.executable, script, *args], env=env, cwd=cwd,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, encoding="utf-8",
+                                     errors="replace")
+        self.output = []  # every line read so far
+        self._lines = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        test.addCleanup(self.stop)
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def expect(self, wanted):
+        """Skip to the next line for which *wanted* (a string, or a predicate) holds."""
+        match = wanted if callable(wanted) else (lambda line: line == wanted)
+        deadline = time.monotonic() + support.WAIT
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError("no line %r within %s s; output so far: %r"
+                                     % (wanted, support.WAIT, self.output)) from None
+            if line is None:
+                self._lines.put(None)
+                raise AssertionError("the example ended (status %s) before a line %r; "
+                                     "output: %r" % (self.proc.wait(support.WAIT), wanted,
+                                                     self.output))
+            self.output.append(line)
+            if match(line):
+                return line
+
+    def wait_exit(self):
+        """Wait for the process to end by itself; returns its status (all output is read)."""
+        try:
+            code = self.proc.wait(support.WAIT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the example did not exit; output: %r" % self.output) from None
+        self._reader.join(support.WAIT)
+        while True:
+            line = self._lines.get_nowait()
+            if line is None:
+                self._lines.put(None)
+                return code
+            self.output.append(line)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(support.WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(support.WAIT)
+        self.proc.stdout.close()
+
+
+class TestExampleQuickstart(unittest.TestCase):
+
+    def test_second_launch_hands_its_arguments_to_the_host(self):
+        # The quick start has a fixed PORT, as a real program would: run a copy of it with
+        # that one line changed to a port that is free now.
+        with open(QUICKSTART, encoding="utf-8") as source:
+            text = source.read()
+        port = support.free_port()
+        text, count = re.subn(r"(?m)^PORT = \d+", "PORT = %d" % port, text)
+        self.assertEqual(count, 1, "quickstart.py should set PORT once")
+        where = tempfile.TemporaryDirectory()
+        self.addCleanup(where.cleanup)
+        folder = os.path.realpath(where.name)
+        script = os.path.join(folder, "quickstart.py")
+        with open(script, "w", encoding="utf-8") as copy:
+            copy.write(text)
+        env = example_env()
+
+        host = ExampleProcess(self, script, env=env, cwd=folder)
+        host.expect(lambda line: line.startswith("host on port %d;" % port))
+        pid, code, out, err = run_launch(script, ["hello", "two words"], env, cwd=folder)
+        self.assertEqual((code, out, err), (0, "", ""))
+        host.expect("a later launch passed ('hello', 'two words') (from %s, pid %d)"
+                    % (folder, pid))
+
+
+class TestExampleAsyncioService(unittest.TestCase):
+
+    def test_jobs_then_stop(self):
+        port = support.free_port()
+        env = example_env(ASYNCIO_DEMO_PORT=str(port))
+        service = ExampleProcess(self, ASYNCIO_SERVICE, env=env)
+        service.expect("service ready on port %d" % port)
+        for job in ("job-1", "job-2"):
+            _, code, out, err = run_launch(ASYNCIO_SERVICE, [job], env)
+            self.assertEqual((code, out, err), (0, "", ""))
+            service.expect("done " + job)
+        _, code, out, err = run_launch(ASYNCIO_SERVICE, ["stop"], env)
+        self.assertEqual((code, out, err), (0, "", ""))
+        self.assertEqual(service.wait_exit(), 0, service.output)
+        self.assertEqual(service.output, ["service ready on port %d" % port, "done job-1",
+                                          "done job-2", "stopping"])
+
+
+class TestExampleQueueTool(unittest.TestCase):
+
+    def test_later_invocations_queue_onto_the_worker(self):
+        port = support.free_port()
+        env = example_env(QUEUE_TOOL_PORT=str(port), QUEUE_TOOL_IDLE=QUEUE_TOOL_IDLE)
+        worker = ExampleProcess(self, QUEUE_TOOL, ["a"], env)
+        started = "worker started (pid %d)" % worker.proc.pid
+        worker.expect(started)
+        worker.expect("ran a")
+
+        # Each job runs while the worker still holds the port (the next one is queued on the
+        # same worker), not only once it has gone idle.
+        for job in ("b", "c"):
+            _, code, out, err = run_launch(QUEUE_TOOL, [job], env)
+            self.assertEqual((code, out, err), (0, "queued on the running worker (pid %d)\n"
+                                                % worker.proc.pid, ""))
+            worker.expect("ran " + job)
+        self.assertEqual(worker.wait_exit(), 0, worker.output)  # idle: exits by itself
+        self.assertEqual(worker.output,
+                         [started, "ran a", "ran b", "ran c", "worker idle, exiting"])
+
+        # The port is free again: the next invocation becomes the next worker.
+        again = ExampleProcess(self, QUEUE_TOOL, ["d"], env)
+        again.expect("worker started (pid %d)" % again.proc.pid)
+        again.expect("ran d")
+
+
+def _read_display(fd, log):
+    """The display number Xvfb writes to -displayfd once it accepts connections."""
+    data = b""
+    deadline = time.monotonic() + support.WAIT
+    while not data.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 64) if ready else b""
+        if not chunk:
+            log.seek(0)
+            raise AssertionError("Xvfb gave no display number: %r"
+                                 % log.read().decode(errors="replace"))
+        data += chunk
+    return ":" + data.decode().strip()
+
+
+@unittest.skipIf(tkinter is None, "tkinter cannot be imported")
+@unittest.skipIf(shutil.which("Xvfb") is None, "Xvfb is not on PATH (Debian package xvfb)")
+class TestExampleTkOpenFiles(unittest.TestCase):
+
+    def start_xvfb(self):
+        """A virtual display of our own; returns its DISPLAY value."""
+        log = tempfile.TemporaryFile()
+        self.addCleanup(log.close)
+        read_fd, write_fd = os.pipe()
+        try:
+            xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-nolisten", "tcp"],
+                                    pass_fds=[write_fd], stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log)
+        finally:
+            os.close(write_fd)
+        self.addCleanup(self._end, xvfb)
+        try:
+            return _read_display(read_fd, log)
+        finally:
+            os.close(read_fd)
+
+    def temporary_directory(self):
+        where = tempfile.TemporaryDirectory()
+        self.addCleanup(where.cleanup)
+        return os.path.realpath(where.name)
+
+    @staticmethod
+    def _end(proc):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(support.WAIT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def test_later_launches_open_files_relative_to_their_cwd(self):
+        env = example_env(DISPLAY=self.start_xvfb(), TK_DEMO_PORT=str(support.free_port()))
+        a, b = self.temporary_directory(), self.temporary_directory()
+
+        def shown():
+            line = app.expect(lambda line: line.startswith("window shows: "))
+            return ast.literal_eval(line[len("window shows: "):])
+
+        app = ExampleProcess(self, TK_OPEN_FILES, ["notes.txt"], env, cwd=a)
+        self.assertEqual(shown(), [os.path.join(a, "notes.txt")])
+
+        _, code, out, err = run_launch(TK_OPEN_FILES, ["todo.txt"], env, cwd=b)
+        self.assertEqual((code, out, err), (0, "", ""))
+        both = [os.path.join(a, "notes.txt"), os.path.join(b, "todo.txt")]
+        self.assertEqual(shown(), both)
+
+        # deliver_empty: a launch without arguments raises the window, which lists the same files.
+        _, code, out, err = run_launch(TK_OPEN_FILES, [], env, cwd=b)
+        self.assertEqual((code, out, err), (0, "", ""))
+        self.assertEqual(shown(), both)
+
+
+if __name__ == "__main__":
+    unittest.main()
