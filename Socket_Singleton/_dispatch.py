@@ -39,12 +39,13 @@ class Launch(tuple):  # type: ignore[type-arg]
 class Pending:
     """A launch waiting in the queue; ``on_done`` is called once its observers have run."""
 
-    __slots__ = ("final", "launch", "on_done", "state")
+    __slots__ = ("final", "launch", "on_done", "seq", "state")
 
-    def __init__(self, launch: Launch, final: bool) -> None:
+    def __init__(self, launch: Launch, final: bool, seq: int = 0) -> None:
         self.launch = launch
         self.state = QUEUED
         self.final = final
+        self.seq = seq  # arrival number: an observer gets the launches from its trace() on
         self.on_done: Optional[Callable[[Pending], None]] = None
 
 
@@ -63,7 +64,9 @@ class Dispatcher:
         self._on_final = on_final
         self._cond = threading.Condition()
         self._queue: Deque[Pending] = deque()
-        self._observers: Dict[Observer, Tuple[Tuple[Any, ...], Dict[str, Any]]] = {}
+        # observer -> (args, kwargs, seq of the first launch it gets)
+        self._observers: Dict[Observer, Tuple[Tuple[Any, ...], Dict[str, Any], int]] = {}
+        self._seq = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -77,7 +80,13 @@ class Dispatcher:
     def trace(self, observer: Observer, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
         with self._cond:
             if not self._stopping:
-                self._observers[observer] = (args, kwargs)
+                if observer in self._observers:
+                    since = self._observers[observer][2]
+                elif self._observers or not self._queue:
+                    since = self._seq
+                else:  # the first observer also takes the launches that waited for one
+                    since = self._queue[0].seq
+                self._observers[observer] = (args, kwargs, since)
                 self._cond.notify()
 
     def untrace(self, observer: Observer) -> None:
@@ -98,7 +107,8 @@ class Dispatcher:
         with self._cond:
             if self._stopping or len(self._queue) >= MAX_PENDING:
                 return None
-            item = Pending(Launch(args, cwd, pid), final)
+            item = Pending(Launch(args, cwd, pid), final, self._seq)
+            self._seq += 1
             item.on_done = on_done
             self._queue.append(item)
             self._cond.notify()
@@ -136,9 +146,13 @@ class Dispatcher:
                     return
                 item = self._queue.popleft()
                 item.state = TAKEN
-                observers = list(self._observers.items())
+                everyone = [(observer, args, kwargs, since)
+                            for observer, (args, kwargs, since) in self._observers.items()]
+                observers = [entry[:3] for entry in everyone if entry[3] <= item.seq]
+                if not observers:  # whoever saw it arrive is gone: better late than lost
+                    observers = [entry[:3] for entry in everyone]
             try:
-                for observer, (args, kwargs) in observers:
+                for observer, args, kwargs in observers:
                     try:
                         observer(item.launch, *args, **kwargs)
                     except Exception:  # noqa: BLE001 - reported; the next observer still runs
