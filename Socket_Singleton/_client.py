@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from typing import Optional, Tuple, Union
 
 _ANSWER_LIMIT = 64 * 1024  # no frame from a host is anywhere near this big
-_CLOSES_BEFORE_FOREIGN = 3  # consecutive closes without an answer before we give up
 HOST_FOUND = "host"  # probe(): a Socket_Singleton host answered
 
 
@@ -67,7 +66,7 @@ def claim(address: str, port: int, send: bool, args: Tuple[str, ...], secret: Op
     """
     deadline = time.monotonic() + timeout
     delay = 0.002
-    closed_before_welcome = 0
+    closed_before_welcome = False
     while True:
         if take:
             sock = _net.listen_exclusively(address, port)
@@ -79,23 +78,29 @@ def claim(address: str, port: int, send: bool, args: Tuple[str, ...], secret: Op
             with _connect(address, port, deadline) as conn:
                 return _hand_off(conn, args, secret, deadline)
         except _Finished as finished:
+            if closed_before_welcome and finished.outcome.reason == _errors.NO_ANSWER:
+                return _foreign_closer()  # the deadline cut short the last of its closes
             return finished.outcome
         except _Retry as retry:
             if retry.refused and not take:
                 return Outcome(_errors.NOT_RUNNING, "nothing listens on %s:%d" % (address, port))
-            # Our own host closes a hand-off without an answer only while it goes away, and
-            # then the port is free (or has a new host) on the next try. Closing again and
-            # again means the port belongs to some other program.
-            closed_before_welcome = closed_before_welcome + 1 if retry.before_welcome else 0
-            if closed_before_welcome >= _CLOSES_BEFORE_FOREIGN:
-                return Outcome(_errors.FOREIGN, "the program on the port closed the "
-                               "connection without answering; it is not a Socket_Singleton host")
+            # Our own host closes a hand-off without an answer only when it goes away (and
+            # several may go in a row, each taken over by another launch), so such a close is
+            # retried; only one that goes on until the deadline means a foreign program.
+            closed_before_welcome = retry.before_welcome
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            if closed_before_welcome:
+                return _foreign_closer()
             return Outcome(_errors.NO_ANSWER, "the port stayed busy but no host took the "
                            "launch within %g s" % timeout)
         time.sleep(min(delay, remaining))
-        delay = min(delay * 2, 0.05)
+        delay = min(delay * 2, 0.25 if closed_before_welcome else 0.05)
+
+
+def _foreign_closer() -> Outcome:
+    return Outcome(_errors.FOREIGN, "the program on the port keeps closing the connection "
+                   "without answering; it is not a Socket_Singleton host")
 
 
 def probe(address: str, port: int, secret: Optional[str], timeout: float) -> Outcome:

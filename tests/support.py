@@ -93,7 +93,9 @@ class AppProcess:
         self.proc.stdin.flush()
 
     def stderr(self):
-        return self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
+        if self.proc.poll() is None:
+            return ""
+        return self.proc.stderr.read().decode(errors="replace")
 
     def stop(self):
         """End the process by its own handle, whatever state it is in."""
