@@ -92,8 +92,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         secret = os.environ.get(options.secret_env)
         if secret is None:
             _fail("environment variable %s is not set" % options.secret_env)
-    if options.timeout <= 0:
-        _fail("--timeout must be greater than 0")
+    if not 0 < options.timeout < 24 * 3600:  # also refuses nan
+        _fail("--timeout must be a number of seconds greater than 0")
     where = "%s:%d" % (options.address, options.port)
     if options.command == "status":
         outcome = _client.probe(options.address, options.port, secret, options.timeout)

@@ -118,6 +118,9 @@ def probe(address: str, port: int, secret: Optional[str], timeout: float) -> Out
     except _Retry as retry:
         if retry.refused:
             return Outcome(_errors.NOT_RUNNING, "nothing listens on %s:%d" % (address, port))
+        if not retry.before_welcome:
+            return Outcome(_errors.NOT_RUNNING, "the host on %s:%d is releasing the port"
+                           % (address, port))
         return Outcome(_errors.FOREIGN, "the program on the port closed the connection "
                        "without answering; it is not a Socket_Singleton host")
     return Outcome(HOST_FOUND, "a Socket_Singleton host answered", welcome.pid)
@@ -146,6 +149,7 @@ def _greet(sock: socket.socket, secret: Optional[str], deadline: float) -> _Welc
     *secret* (or, without one, that wants none). Nothing of the user's is sent here."""
     client_nonce = os.urandom(_wire.NONCE_SIZE)
     try:
+        _set_timeout(sock, deadline)
         sock.sendall(_wire.PREAMBLE + _wire.frame(_wire.HELLO, client_nonce))
         kind, payload = _read_frame(sock, deadline)
     except socket.timeout:
@@ -156,8 +160,8 @@ def _greet(sock: socket.socket, secret: Optional[str], deadline: float) -> _Welc
     except (_wire.ProtocolError, OSError) as err:
         raise _Finished(_errors.FOREIGN, "the program on the port is not a Socket_Singleton "
                         "host (%s)" % err) from None
-    if kind == _wire.ACK:
-        _raise_ack(payload, None)  # e.g. "retry": the host is releasing
+    if kind == _wire.ACK and payload[:1] == _wire.RETRY:
+        raise _Retry()  # a host that is releasing answers the hello with "retry"
     try:
         if kind != _wire.WELCOME:
             raise _wire.ProtocolError("unexpected answer")
@@ -190,6 +194,7 @@ def _hand_off(sock: socket.socket, args: Tuple[str, ...], secret: Optional[str],
         raise _Finished(_errors.REJECTED, "the arguments take %d bytes; the running instance "
                         "accepts at most %d" % (size, welcome.limit), pid)
     try:
+        _set_timeout(sock, deadline)
         sock.sendall(message)
         kind, payload = _read_frame(sock, deadline)
     except socket.timeout:

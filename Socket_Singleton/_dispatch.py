@@ -9,6 +9,7 @@ from typing import Any, Callable, Deque, Dict, Optional, Tuple
 from . import _log
 
 MAX_PENDING = 1024  # launches kept while no observer is registered (or observers lag behind)
+MAX_PENDING_CHARS = 64 * 1024 * 1024  # and the characters of their arguments, all together
 STOP_WAIT = 0.5  # seconds stop() waits for an observer that is running to return
 
 # States of a queued launch.
@@ -39,10 +40,11 @@ class Launch(tuple):  # type: ignore[type-arg]
 class Pending:
     """A launch waiting in the queue; ``on_done`` is called once its observers have run."""
 
-    __slots__ = ("final", "launch", "on_done", "seq", "state")
+    __slots__ = ("final", "launch", "on_done", "seq", "size", "state")
 
     def __init__(self, launch: Launch, final: bool, seq: int = 0) -> None:
         self.launch = launch
+        self.size = sum(map(len, launch)) + len(launch)
         self.state = QUEUED
         self.final = final
         self.seq = seq  # arrival number: an observer gets the launches from its trace() on
@@ -67,6 +69,7 @@ class Dispatcher:
         # observer -> (args, kwargs, seq of the first launch it gets)
         self._observers: Dict[Observer, Tuple[Tuple[Any, ...], Dict[str, Any], int]] = {}
         self._seq = 0
+        self._pending_chars = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -104,12 +107,15 @@ class Dispatcher:
     def submit(self, args: Tuple[str, ...], cwd: Optional[str], pid: Optional[int], final: bool,
                on_done: Optional[Callable[[Pending], None]]) -> Optional[Pending]:
         """Queue a launch; ``None`` when the queue is full or dispatch has stopped."""
+        item = Pending(Launch(args, cwd, pid), final)
         with self._cond:
-            if self._stopping or len(self._queue) >= MAX_PENDING:
+            if (self._stopping or len(self._queue) >= MAX_PENDING
+                    or self._pending_chars + item.size > MAX_PENDING_CHARS):
                 return None
-            item = Pending(Launch(args, cwd, pid), final, self._seq)
+            item.seq = self._seq
             self._seq += 1
             item.on_done = on_done
+            self._pending_chars += item.size
             self._queue.append(item)
             self._cond.notify()
             return item
@@ -120,6 +126,7 @@ class Dispatcher:
             if item.state != QUEUED:
                 return False
             self._queue.remove(item)
+            self._pending_chars -= item.size
             return True
 
     def stop(self) -> None:
@@ -145,6 +152,7 @@ class Dispatcher:
                 if self._stopping:
                     return
                 item = self._queue.popleft()
+                self._pending_chars -= item.size
                 item.state = TAKEN
                 everyone = [(observer, args, kwargs, since)
                             for observer, (args, kwargs, since) in self._observers.items()]
@@ -153,9 +161,12 @@ class Dispatcher:
                     observers = [entry[:3] for entry in everyone]
             try:
                 for observer, args, kwargs in observers:
+                    with self._cond:  # not after release() or its own untrace() returned
+                        if self._stopping or observer not in self._observers:
+                            continue
                     try:
                         observer(item.launch, *args, **kwargs)
-                    except Exception:  # noqa: BLE001 - reported; the next observer still runs
+                    except BaseException:  # noqa: BLE001 - even sys.exit() must not end dispatch
                         _log.warning(self._verbose, "observer %r raised an exception",
                                      observer, exc_info=True)
             finally:

@@ -19,7 +19,7 @@ _EXPLANATIONS = {
     IGNORED: "It ignored the arguments (max_clients reached).",
     NOT_SENT: "No arguments were sent (client=False).",
     FOREIGN: "The arguments were not sent: {detail}.",
-    NO_ANSWER: "The arguments were not sent: {detail}.",
+    NO_ANSWER: "No acknowledgement: {detail}.",
     SECRET_MISMATCH: "The arguments were not sent: {detail}.",
     REJECTED: "The arguments were not delivered: {detail}.",
     NOT_RUNNING: "The arguments were not sent: {detail}.",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import selectors
 import socket
 import struct
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Callable, Deque, Dict, Optional, Set, Tuple
 
@@ -18,7 +20,13 @@ PEER_DEADLINE = 5.0  # seconds a peer has to deliver its whole message or handsh
 DELIVERY_WAIT = 0.5  # seconds an acknowledgement waits for the observers before saying "queued"
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # bytes; larger messages are refused whole, never cut
 MAX_CONNECTIONS = 512  # served at once; beyond that, new peers wait in the listen backlog
+MAX_BUFFERED = 64 * 1024 * 1024  # bytes of unfinished messages held at once, all peers together
 SHUTDOWN_GRACE = 1.0  # seconds release() gives answered clients to read their answer and close
+ACCEPT_BACKOFF = 0.1  # seconds accepting pauses when the process is out of file descriptors
+
+# select() (the only selector on Windows) takes at most 512 sockets per call.
+_SELECT_LIMIT = 500
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, zero seconds: close() sends RST
 
@@ -30,6 +38,18 @@ OnLaunch = Callable[[Tuple[str, ...], Optional[str], Optional[int],
 
 # Connection states.
 _SNIFF, _PLAIN, _HELLO, _LAUNCH, _WAITING, _CLOSING = range(6)
+
+_LIVE: weakref.WeakSet[Listener] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for listener in list(_LIVE):
+        listener.close_in_forked_child()
+    _LIVE.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Listener:
@@ -53,12 +73,18 @@ class Listener:
         self._draining = False  # release_threshold reached: serve what is open, accept nothing
         self._accepting = True
         self._selector = selectors.DefaultSelector()
+        self._max_connections = MAX_CONNECTIONS
+        if isinstance(self._selector, selectors.SelectSelector):
+            self._max_connections = min(MAX_CONNECTIONS, _SELECT_LIMIT)
+        self._buffered = 0  # bytes held in unfinished messages
+        self._accept_again_at: Optional[float] = None  # set while out of file descriptors
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (sock, self._wake_r, self._wake_w):
             s.setblocking(False)
         self._selector.register(sock, selectors.EVENT_READ, self._accept)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeups)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        _LIVE.add(self)
 
     def start(self) -> None:
         self._thread.start()
@@ -77,6 +103,11 @@ class Listener:
         """Called by the dispatcher once *item*'s observers have run."""
         self._completed.append(item)
         self._wake()
+
+    def join(self) -> None:
+        """Wait until the I/O thread has closed every socket (not from the I/O thread)."""
+        if self._thread.ident is not None:
+            self._thread.join()
 
     def stop(self) -> None:
         """Stop serving: free the port, answer open hand-offs, close everything."""
@@ -101,17 +132,23 @@ class Listener:
                 for key, mask in self._selector.select(self._next_timeout()):
                     key.data(mask)
                 self._handle_completed()
-                self._expire(time.monotonic())
+                now = time.monotonic()
+                self._expire(now)
+                if self._accept_again_at is not None and now >= self._accept_again_at:
+                    self._accept_again_at = None
+                    self._resume_accepting()
         except Exception:  # noqa: BLE001 - a bug here must not leave the port held by a dead thread
             _log.warning(self._verbose, "listener failed; releasing the port", exc_info=True)
         finally:
             self._shutdown()
 
     def _next_timeout(self) -> Optional[float]:
-        if not self._conns:
+        deadlines = [conn.deadline for conn in self._conns]
+        if self._accept_again_at is not None:
+            deadlines.append(self._accept_again_at)
+        if not deadlines:
             return None  # idle: sleep until a peer or a wake-up arrives
-        soonest = min(conn.deadline for conn in self._conns)
-        return max(0.0, soonest - time.monotonic())
+        return max(0.0, min(deadlines) - time.monotonic())
 
     def _drain_wakeups(self, mask: int) -> None:
         try:
@@ -121,13 +158,20 @@ class Listener:
             pass
 
     def _accept(self, mask: int) -> None:
-        while len(self._conns) < MAX_CONNECTIONS:
+        while len(self._conns) < self._max_connections and self.listening:
             try:
                 sock, peer = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as err:  # e.g. ECONNABORTED, EMFILE: this peer only
-                _log.warning(self._verbose, "accept failed: %s", err)
+            except OSError as err:
+                if err.errno in _OUT_OF_RESOURCES:
+                    # The peer stays in the backlog; retrying at once would spin.
+                    _log.warning(self._verbose, "accept failed (%s); pausing %.1f s",
+                                 err, ACCEPT_BACKOFF)
+                    self._pause_accepting()
+                    self._accept_again_at = time.monotonic() + ACCEPT_BACKOFF
+                else:  # e.g. ECONNABORTED: that peer only
+                    _log.warning(self._verbose, "accept failed: %s", err)
                 return
             sock.setblocking(False)
             conn = _Connection(self, sock, peer)
@@ -141,7 +185,8 @@ class Listener:
             self._accepting = False
 
     def _resume_accepting(self) -> None:
-        if not self._accepting and self.listening and not self._draining:
+        if (not self._accepting and self.listening and not self._draining
+                and self._accept_again_at is None):
             self._selector.register(self._sock, selectors.EVENT_READ, self._accept)
             self._accepting = True
 
@@ -158,6 +203,7 @@ class Listener:
         if conn not in self._conns:
             return
         self._conns.discard(conn)
+        self._buffered -= len(conn.buf)
         if conn.item is not None:
             self._waiting.pop(conn.item, None)
         self._selector.unregister(conn.sock)
@@ -213,6 +259,17 @@ class Listener:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
+        _LIVE.discard(self)
+
+    def close_in_forked_child(self) -> None:
+        """In a child made by fork(), this listener's thread does not exist and its sockets
+        are copies: close them, or the port would stay held after the parent lets it go."""
+        for conn in list(self._conns):
+            conn.sock.close()
+        self._conns.clear()
+        for sock in (self._sock, self._wake_r, self._wake_w):
+            sock.close()
+        self._selector.close()
 
     def withdraw(self, item: Pending) -> bool:
         return self._withdraw(item)
@@ -244,6 +301,14 @@ class _Connection:
     # -- events ----------------------------------------------------------------------------
 
     def on_event(self, mask: int) -> None:
+        try:
+            self._on_event(mask)
+        except Exception:  # noqa: BLE001 - whatever one peer causes, only that peer is dropped
+            _log.warning(self.listener._verbose, "peer %s: failed; dropped", self.peer,
+                         exc_info=True)
+            self.listener.forget(self)
+
+    def _on_event(self, mask: int) -> None:
         if mask & selectors.EVENT_WRITE:
             self._flush()
             return
@@ -261,8 +326,13 @@ class _Connection:
         elif self.state in (_WAITING, _CLOSING):
             self._warn("sent data after its launch; dropped")
             self.listener.forget(self)
+        elif self.listener._buffered + len(data) > MAX_BUFFERED:
+            self._warn("the host holds %d bytes of unfinished messages already; dropped",
+                       self.listener._buffered)
+            self.listener.forget(self)
         else:
             self.buf += data
+            self.listener._buffered += len(data)
             self._advance()
 
     def _advance(self) -> None:
@@ -272,7 +342,7 @@ class _Connection:
             if not self.buf.startswith(prefix):
                 self.state = _PLAIN
             elif len(self.buf) >= len(_wire.PREAMBLE):
-                del self.buf[:len(_wire.PREAMBLE)]
+                self._consume(len(_wire.PREAMBLE))
                 self.state = _HELLO
         if self.state == _PLAIN:
             if len(self.buf) > MAX_MESSAGE_SIZE + secret_size:
@@ -285,12 +355,16 @@ class _Connection:
                 if found is None:
                     return
                 kind, payload, used = found
-                del self.buf[:used]
+                self._consume(used)
                 self._on_frame(kind, payload)
             except _wire.ProtocolError as err:
                 self._warn("protocol error (%s); dropped", err)
                 self.acknowledge(_wire.REJECTED, "protocol error: %s" % err)
                 return
+
+    def _consume(self, size: int) -> None:
+        del self.buf[:size]
+        self.listener._buffered -= size
 
     def _on_frame(self, kind: bytes, payload: bytes) -> None:
         listener = self.listener
@@ -340,9 +414,19 @@ class _Connection:
 
     def _plain_complete(self) -> None:
         secret = self.listener._secret
-        given, args = _wire.decode_plain(bytes(self.buf), secret is not None)
+        data = bytes(self.buf)
+        if _wire.looks_like_http(data):
+            self._warn("an HTTP request (a web page can send one to localhost); ignored")
+            self.listener.forget(self)
+            return
+        try:
+            given, args = _wire.decode_plain(data, secret is not None)
+        except _wire.ProtocolError as err:
+            self._warn("message refused (%s)", err)
+            self.listener.forget(self)
+            return
         if secret is not None and (
-            given is None or not _wire.same(os.fsencode(given), secret.encode("utf-8"))
+            given is None or not _wire.same(_wire.secret_bytes(given), _wire.secret_bytes(secret))
         ):
             self._warn("client verification failed; message ignored")
             self.listener.forget(self)

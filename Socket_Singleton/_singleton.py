@@ -71,8 +71,14 @@ class Socket_Singleton:
     ) -> None:
         if not isinstance(address, str):
             raise TypeError("address must be a str, not %s" % type(address).__name__)
-        if secret is not None and not isinstance(secret, str):
-            raise TypeError("secret must be a str or None, not %s" % type(secret).__name__)
+        if secret is not None:
+            if not isinstance(secret, str):
+                raise TypeError("secret must be a str or None, not %s" % type(secret).__name__)
+            try:
+                _wire.secret_bytes(secret)
+            except UnicodeError:
+                raise ValueError("secret must be encodable as UTF-8 (or as an OS string)") \
+                    from None
         self.address = address
         self.port = _check_int("port", port, 0, 65535)
         self.timeout = _check_seconds("timeout", timeout, allow_zero=True)
@@ -89,6 +95,7 @@ class Socket_Singleton:
         self._release_lock = threading.Lock()
         self._released = False
         self._release_done = threading.Event()
+        self._releasing_thread: Optional[int] = None
         self._listener: Optional[Listener] = None
         self._dispatcher: Optional[Dispatcher] = None
         self._timer: Optional[threading.Timer] = None
@@ -110,13 +117,16 @@ class Socket_Singleton:
         self._dispatcher = Dispatcher(name + "-dispatch", self.verbose, self.release)
         self._listener = Listener(sock, name + "-listener", self.verbose, self.secret,
                                   self._on_launch, self._dispatcher.withdraw)
-        self._listener.start()
         if self.timeout > 0:
             # Not a daemon: like 2.0.0, the process keeps the port until the timeout fires
-            # even when the main thread ends first.
+            # even when the main thread ends first. Made before the listener starts, so that
+            # a release by an early launch (release_threshold) cancels it; a Timer that is
+            # cancelled before start() ends at once.
             self._timer = threading.Timer(self.timeout, self.release)
             self._timer.name = name + "-timeout"
             self._timer.daemon = False
+        self._listener.start()
+        if self._timer is not None:
             self._timer.start()
 
     def _turned_away(self, outcome: _client.Outcome) -> NoReturn:
@@ -182,22 +192,30 @@ class Socket_Singleton:
         an observer. When it returns, the port can be bound again (an observer that calls
         it while another thread is already releasing returns at once instead of waiting).
         """
+        me = threading.get_ident()
         with self._release_lock:
             first = not self._released
             self._released = True
-        if not first:
-            if not self._on_library_thread():
-                self._release_done.wait()
-            return
-        try:
-            if self._timer is not None:
-                self._timer.cancel()  # not joined: it may be waiting for this very release
-            if self._listener is not None:
-                self._listener.stop()
-            if self._dispatcher is not None:
-                self._dispatcher.stop()
-        finally:
-            self._release_done.set()
+            if first:
+                self._releasing_thread = me
+        if first:
+            try:
+                if self._timer is not None:
+                    self._timer.cancel()  # not joined: it may be waiting for this very release
+                if self._listener is not None:
+                    self._listener.stop()
+                if self._dispatcher is not None:
+                    self._dispatcher.stop()
+            finally:
+                self._release_done.set()
+        elif self._on_library_thread() or self._releasing_thread == me:
+            return  # the first release() may be waiting for us, or is us (a signal handler)
+        else:
+            self._release_done.wait()
+        if self._listener is not None and not self._on_library_thread():
+            # The listener's thread closes the last connections on the port; it may be
+            # finishing a release it began itself (release_threshold).
+            self._listener.join()
 
     def _on_library_thread(self) -> bool:
         # The first release() may be joining these threads: they must never wait for it.

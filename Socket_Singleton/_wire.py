@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 
 VERSION = 1
 
@@ -28,6 +29,9 @@ HEADER = struct.Struct(">cI")
 _WELCOME = struct.Struct(">IIB")
 _LAUNCH = struct.Struct(">II")
 NONCE_SIZE = 16
+# No real command line has more: each argument costs at least its pointer and NUL (9 bytes) of
+# the OS's 2 MiB limit. A cap keeps a message of 4 MiB of NULs from costing millions of strings.
+MAX_ARGS = 256 * 1024
 PROOF_SIZE = 32
 FLAG_SECRET = 1
 
@@ -63,11 +67,17 @@ def split_frame(buf: bytes | bytearray, limit: int) -> tuple[bytes, bytes, int] 
     return kind, bytes(buf[HEADER.size:end]), end
 
 
+def secret_bytes(secret: str) -> bytes:
+    """The secret as bytes: UTF-8, or the original bytes of a secret read from the OS
+    (an environment variable, a file name) that is not valid UTF-8."""
+    return os.fsencode(secret)
+
+
 def proof(secret: str, label: bytes, first: bytes, second: bytes) -> bytes:
     """HMAC-SHA256 of the two nonces under *secret*; *label* stops a proof being reflected."""
     import hmac  # only hosts and clients that set a secret pay for hashlib
 
-    return hmac.new(secret.encode("utf-8"), label + first + second, "sha256").digest()
+    return hmac.new(secret_bytes(secret), label + first + second, "sha256").digest()
 
 
 def same(a: bytes, b: bytes) -> bool:
@@ -113,10 +123,10 @@ def decode_launch(payload: bytes, proof_size: int) -> tuple[bytes, int, str, tup
     if not body.endswith(b"\0"):
         raise ProtocolError("launch fields are not NUL-terminated")
     fields = body[:-1].split(b"\0")
-    if len(fields) != argc + 1:
+    if argc >= MAX_ARGS or len(fields) != argc + 1:
         raise ProtocolError(
             "launch announces %d arguments but carries %d" % (argc, len(fields) - 1))
-    cwd, *args = (os.fsdecode(field) for field in fields)
+    cwd, *args = _decode_fields(body[:-1])
     return payload[:proof_size], pid, cwd, tuple(args)
 
 
@@ -145,9 +155,32 @@ def decode_plain(data: bytes, has_secret: bool) -> tuple[str | None, tuple[str, 
     (``os.fsencode`` gives them back).
     """
     body = data[:-1] if data.endswith(b"\0") else data
-    fields = [os.fsdecode(field) for field in body.split(b"\0")] if body else []
+    fields = _decode_fields(body) if body else []
     if not has_secret:
         return None, tuple(fields)
     if not fields:
         return None, ()
     return fields[0], tuple(fields[1:])
+
+
+def _decode_fields(body: bytes) -> list[str]:
+    """Split NUL-separated fields and decode them as the OS decodes file names, in one pass
+    (NUL is one byte in every encoding Python uses for file names)."""
+    if body.count(b"\0") >= MAX_ARGS:
+        raise ProtocolError("more than %d arguments" % MAX_ARGS)
+    try:
+        return body.decode(_FS_ENCODING, _FS_ERRORS).split("\0")
+    except UnicodeError as err:  # Windows decodes strictly: bytes no command line can hold
+        raise ProtocolError("undecodable argument: %s" % err) from None
+
+
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+def looks_like_http(data: bytes) -> bool:
+    """Whether *data* starts with an HTTP request line ("POST /x HTTP/1.1"): a web page can
+    make a browser send one to any localhost port, and it is never a launch."""
+    line = data[:256].split(b"\n", 1)[0]
+    method, _, rest = line.partition(b" ")
+    return (3 <= len(method) <= 10 and method.isalpha() and method.isupper()
+            and b" HTTP/" in rest and b"\0" not in line)
