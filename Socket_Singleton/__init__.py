@@ -1,11 +1,10 @@
 """Single-instance Python applications: the first launch holds a TCP port on localhost,
 later launches hand it their command-line arguments."""
 
-from __future__ import annotations
+__version__ = "3.0.0"  # the one place the version is written (pyproject.toml reads it)
 
 from ._errors import MultipleSingletonsError
 from ._singleton import Socket_Singleton
-from ._version import __version__
 
 __all__ = ["Launch", "MultipleSingletonsError", "Socket_Singleton", "__version__"]
 
@@ -24,5 +23,5 @@ def __getattr__(name: str) -> object:
     raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
-def __dir__() -> list[str]:
+def __dir__() -> "list[str]":
     return sorted(set(globals()) | {"Launch"})

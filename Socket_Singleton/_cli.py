@@ -6,8 +6,7 @@ import argparse
 import os
 import sys
 
-from . import _client, _errors
-from ._version import __version__
+from . import __version__, _client, _errors
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

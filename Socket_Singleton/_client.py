@@ -1,7 +1,5 @@
 """The launching side: take the port if it is free, else hand our arguments to its host."""
 
-from __future__ import annotations
-
 import os
 import socket
 import time
@@ -21,7 +19,7 @@ class Outcome:
 
     __slots__ = ("detail", "host_pid", "reason")
 
-    def __init__(self, reason: str, detail: str = "", host_pid: Optional[int] = None) -> None:
+    def __init__(self, reason: str, detail: str = "", host_pid: "Optional[int]" = None) -> None:
         self.reason = reason
         self.detail = detail
         self.host_pid = host_pid
@@ -30,7 +28,7 @@ class Outcome:
 class _Finished(Exception):
     """The hand-off is over; ``outcome`` says how."""
 
-    def __init__(self, reason: str, detail: str = "", host_pid: Optional[int] = None) -> None:
+    def __init__(self, reason: str, detail: str = "", host_pid: "Optional[int]" = None) -> None:
         self.outcome = Outcome(reason, detail, host_pid)
 
 
@@ -56,8 +54,8 @@ class _Welcome:
         self.client_proof = client_proof
 
 
-def claim(address: str, port: int, send: bool, args: Tuple[str, ...], secret: Optional[str],
-          timeout: float, take: bool = True) -> Union[socket.socket, Outcome]:
+def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: "Optional[str]",
+          timeout: float, take: bool = True) -> "Union[socket.socket, Outcome]":
     """Become the host (returns the listening socket) or hand *args* to the host.
 
     Retries while the host is going away, so that a launch either becomes the next host or
@@ -98,12 +96,12 @@ def claim(address: str, port: int, send: bool, args: Tuple[str, ...], secret: Op
         delay = min(delay * 2, 0.25 if closed_before_welcome else 0.05)
 
 
-def _foreign_closer() -> Outcome:
+def _foreign_closer() -> "Outcome":
     return Outcome(_errors.FOREIGN, "the program on the port keeps closing the connection "
                    "without answering; it is not a Socket_Singleton host")
 
 
-def probe(address: str, port: int, secret: Optional[str], timeout: float) -> Outcome:
+def probe(address: str, port: int, secret: "Optional[str]", timeout: float) -> "Outcome":
     """Ask whatever listens on the port who it is, without launching anything.
 
     Returns reason ``HOST_FOUND`` with the host's pid for a verified Socket_Singleton host
@@ -144,7 +142,7 @@ def _connect(address: str, port: int, deadline: float) -> socket.socket:
     return sock
 
 
-def _greet(sock: socket.socket, secret: Optional[str], deadline: float) -> _Welcome:
+def _greet(sock: socket.socket, secret: "Optional[str]", deadline: float) -> "_Welcome":
     """Say hello and check that the answer comes from a Socket_Singleton host that knows
     *secret* (or, without one, that wants none). Nothing of the user's is sent here."""
     client_nonce = os.urandom(_wire.NONCE_SIZE)
@@ -184,12 +182,12 @@ def _greet(sock: socket.socket, secret: Optional[str], deadline: float) -> _Welc
     return _Welcome(pid, limit, client_nonce, host_nonce, client_proof)
 
 
-def _hand_off(sock: socket.socket, args: Tuple[str, ...], secret: Optional[str],
-              deadline: float) -> Outcome:
+def _hand_off(sock: socket.socket, args: "Tuple[str, ...]", secret: "Optional[str]",
+              deadline: float) -> "Outcome":
     welcome = _greet(sock, secret, deadline)
     pid = welcome.pid
     message = _wire.encode_launch(welcome.client_proof, os.getpid(), _cwd(), args)
-    size = len(message) - _wire.HEADER.size - len(welcome.client_proof)
+    size = len(message) - _wire.HEADER_SIZE - len(welcome.client_proof)
     if size > welcome.limit:
         raise _Finished(_errors.REJECTED, "the arguments take %d bytes; the running instance "
                         "accepts at most %d" % (size, welcome.limit), pid)
@@ -210,7 +208,7 @@ def _hand_off(sock: socket.socket, args: Tuple[str, ...], secret: Optional[str],
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _raise_ack(payload: bytes, pid: Optional[int]) -> None:
+def _raise_ack(payload: bytes, pid: "Optional[int]") -> None:
     """Turn an acknowledgement into _Finished, or _Retry for "the host is going away"."""
     try:
         status, detail = _wire.decode_ack(payload)
@@ -228,7 +226,7 @@ def _raise_ack(payload: bytes, pid: Optional[int]) -> None:
     raise _Finished(reason, detail, pid)
 
 
-def _read_frame(sock: socket.socket, deadline: float) -> Tuple[bytes, bytes]:
+def _read_frame(sock: socket.socket, deadline: float) -> "Tuple[bytes, bytes]":
     buf = b""
     while True:
         found = _wire.split_frame(buf, _ANSWER_LIMIT)

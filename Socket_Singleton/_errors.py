@@ -1,7 +1,5 @@
 """The exception a turned-away launch raises with ``strict=False``."""
 
-from __future__ import annotations
-
 # Values of MultipleSingletonsError.reason.
 DELIVERED = "delivered"  # the host called its observers with our arguments
 QUEUED = "queued"  # the host holds our arguments and will deliver them
@@ -40,7 +38,7 @@ class MultipleSingletonsError(Exception):
         port: int,
         reason: str = NOT_SENT,
         detail: str = "",
-        host_pid: int | None = None,
+        host_pid: "int | None" = None,
     ) -> None:
         self.address = address
         self.port = port
@@ -54,5 +52,5 @@ class MultipleSingletonsError(Exception):
             % (address, port, _EXPLANATIONS[reason].format(detail=detail))
         )
 
-    def __reduce__(self) -> tuple[object, ...]:
+    def __reduce__(self) -> "tuple[object, ...]":
         return (type(self), (self.address, self.port, self.reason, self.detail, self.host_pid))

@@ -1,7 +1,5 @@
 """Logging through the ``Socket_Singleton`` logger, imported only when there is something to say."""
 
-from __future__ import annotations
-
 import sys
 
 TYPE_CHECKING = False
@@ -10,10 +8,10 @@ if TYPE_CHECKING:
 
 NAME = "Socket_Singleton"
 _VERBOSE = "socket_singleton_verbose"
-_logger: Any = None
+_logger: "Any" = None
 
 
-def _get() -> Any:
+def _get() -> "Any":
     global _logger
     if _logger is None:
         import logging  # costs several milliseconds; a quiet launch never needs it
@@ -21,10 +19,10 @@ def _get() -> Any:
         class VerboseHandler(logging.Handler):
             """Writes records of ``verbose=True`` instances to the current ``sys.stderr``."""
 
-            def filter(self, record: logging.LogRecord) -> bool:
+            def filter(self, record: "logging.LogRecord") -> bool:
                 return bool(getattr(record, _VERBOSE, False))
 
-            def emit(self, record: logging.LogRecord) -> None:
+            def emit(self, record: "logging.LogRecord") -> None:
                 try:
                     sys.stderr.write("%s: %s\n" % (NAME, self.format(record)))
                 except Exception:  # noqa: BLE001 - logging's own convention

@@ -1,7 +1,5 @@
 """Platform differences, in one place: how to hold a port exclusively."""
 
-from __future__ import annotations
-
 import errno
 import socket
 
@@ -27,7 +25,7 @@ def _hold_exclusively(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 
 
-def listen_exclusively(address: str, port: int) -> socket.socket | None:
+def listen_exclusively(address: str, port: int) -> "socket.socket | None":
     """Bind and listen on ``(address, port)``; ``None`` when another socket holds it.
 
     Any other failure is raised as the real ``OSError``. Two sockets may both bind with

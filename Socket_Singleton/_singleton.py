@@ -1,13 +1,11 @@
 """The public class: decides host or client, and ties listener, dispatcher and timer together."""
 
-from __future__ import annotations
-
 import math
 import socket
 import sys
 import threading
 
-from . import _client, _errors, _log, _wire
+from . import _client, _errors, _wire
 from ._errors import MultipleSingletonsError
 
 TYPE_CHECKING = False
@@ -20,7 +18,7 @@ if TYPE_CHECKING:  # typing costs milliseconds, and a launch that is turned away
 _SUCCESS = (_errors.DELIVERED, _errors.QUEUED, _errors.NOT_SENT)
 
 
-def _check_int(name: str, value: object, low: int, high: Optional[int] = None) -> int:
+def _check_int(name: str, value: object, low: int, high: "Optional[int]" = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError("%s must be an int, not %s" % (name, type(value).__name__))
     if high is not None and not low <= value <= high:
@@ -64,7 +62,7 @@ class Socket_Singleton:
         release_threshold: int = 0,
         max_clients: int = 0,
         verbose: bool = False,
-        secret: Optional[str] = None,
+        secret: "Optional[str]" = None,
         *,
         deliver_empty: bool = False,
         handoff_timeout: float = 2.0,
@@ -129,8 +127,10 @@ class Socket_Singleton:
         if self._timer is not None:
             self._timer.start()
 
-    def _turned_away(self, outcome: _client.Outcome) -> NoReturn:
+    def _turned_away(self, outcome: "_client.Outcome") -> "NoReturn":
         if outcome.reason not in _SUCCESS:
+            from . import _log  # a quiet launch never loads it
+
             _log.warning(self.verbose, "launch not delivered to %s:%d: %s",
                          self.address, self.port, outcome.detail or outcome.reason)
         if self.strict:
@@ -145,8 +145,8 @@ class Socket_Singleton:
 
     # -- the host's policy, run on the listener's thread -------------------------------------
 
-    def _on_launch(self, args: Tuple[str, ...], cwd: Optional[str], pid: Optional[int],
-                   on_done: Optional[Callable[[Pending], None]]) -> Decision:
+    def _on_launch(self, args: "Tuple[str, ...]", cwd: "Optional[str]", pid: "Optional[int]",
+                   on_done: "Optional[Callable[[Pending], None]]") -> "Decision":
         assert self._dispatcher is not None
         self._clients += 1
         final = bool(self.release_threshold) and self._clients >= self.release_threshold
@@ -159,6 +159,8 @@ class Socket_Singleton:
             item = self._dispatcher.submit(args, cwd or None, pid, final, on_done)
             if item is None:
                 status, detail = _wire.REJECTED, "the running instance's queue is full"
+                from . import _log
+
                 _log.warning(self.verbose, "queue full (%d launches); launch refused",
                              len(self._dispatcher.pending()))
             else:
@@ -169,7 +171,7 @@ class Socket_Singleton:
 
     # -- public API -------------------------------------------------------------------------
 
-    def trace(self, observer: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def trace(self, observer: "Callable[..., Any]", *args: "Any", **kwargs: "Any") -> None:
         """Call ``observer(launch_args, *args, **kwargs)`` for every launch from now on.
 
         The first observer also receives the launches that arrived before it, in order.
@@ -180,7 +182,7 @@ class Socket_Singleton:
         if self._dispatcher is not None:
             self._dispatcher.trace(observer, args, kwargs)
 
-    def untrace(self, observer: Callable[..., Any]) -> None:
+    def untrace(self, observer: "Callable[..., Any]") -> None:
         """Stop calling *observer*; does nothing if it is not registered."""
         if self._dispatcher is not None:
             self._dispatcher.untrace(observer)
@@ -224,7 +226,7 @@ class Socket_Singleton:
                    for part in (self._listener, self._dispatcher))
 
     @property
-    def arguments(self) -> Tuple[Launch, ...]:
+    def arguments(self) -> "Tuple[Launch, ...]":
         """Launches received but not yet delivered to an observer, oldest first."""
         return self._dispatcher.pending() if self._dispatcher is not None else ()
 
@@ -238,7 +240,7 @@ class Socket_Singleton:
         """Whether this instance holds the port."""
         return self._listener is not None and self._listener.listening
 
-    def __enter__(self) -> Socket_Singleton:
+    def __enter__(self) -> "Socket_Singleton":
         return self
 
     def __exit__(self, *exc_info: object) -> None:

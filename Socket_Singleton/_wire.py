@@ -8,10 +8,7 @@ Two forms share the port (the README's "Protocol" section is the specification):
   ``type (1 byte) | payload length (4 bytes, big-endian) | payload``.
 """
 
-from __future__ import annotations
-
 import os
-import struct
 import sys
 
 VERSION = 1
@@ -25,9 +22,9 @@ WELCOME = b"W"  # host -> client: pid, size limit, flags, host nonce, [host proo
 LAUNCH = b"L"  # client -> host: [client proof], pid, argc, cwd NUL, arg NUL ...
 ACK = b"A"  # host -> client: status byte, UTF-8 detail
 
-HEADER = struct.Struct(">cI")
-_WELCOME = struct.Struct(">IIB")
-_LAUNCH = struct.Struct(">II")
+HEADER_SIZE = 5  # type (1 byte), payload length (4 bytes, big-endian)
+_WELCOME_HEAD = 9  # pid (4), limit (4), flags (1)
+_LAUNCH_HEAD = 8  # pid (4), argc (4)
 NONCE_SIZE = 16
 # No real command line has more: each argument costs at least its pointer and NUL (9 bytes) of
 # the OS's 2 MiB limit. A cap keeps a message of 4 MiB of NULs from costing millions of strings.
@@ -50,21 +47,29 @@ class ProtocolError(ValueError):
 
 
 def frame(kind: bytes, payload: bytes = b"") -> bytes:
-    return HEADER.pack(kind, len(payload)) + payload
+    return frame_header(kind, len(payload)) + payload
 
 
-def split_frame(buf: bytes | bytearray, limit: int) -> tuple[bytes, bytes, int] | None:
+def frame_header(kind: bytes, size: int) -> bytes:
+    return kind + size.to_bytes(4, "big")
+
+
+def parse_header(data: "bytes | bytearray") -> "tuple[bytes, int]":
+    return bytes(data[:1]), int.from_bytes(data[1:HEADER_SIZE], "big")
+
+
+def split_frame(buf: "bytes | bytearray", limit: int) -> "tuple[bytes, bytes, int] | None":
     """Return ``(kind, payload, consumed)`` for the frame at the start of *buf*, or ``None``
     while it is incomplete. Raises ProtocolError for a frame longer than *limit*."""
-    if len(buf) < HEADER.size:
+    if len(buf) < HEADER_SIZE:
         return None
-    kind, size = HEADER.unpack_from(buf)
+    kind, size = parse_header(buf)
     if size > limit:
         raise ProtocolError("frame of %d bytes exceeds the limit of %d bytes" % (size, limit))
-    end = HEADER.size + size
+    end = HEADER_SIZE + size
     if len(buf) < end:
         return None
-    return kind, bytes(buf[HEADER.size:end]), end
+    return kind, bytes(buf[HEADER_SIZE:end]), end
 
 
 def secret_bytes(secret: str) -> bytes:
@@ -89,36 +94,41 @@ def same(a: bytes, b: bytes) -> bool:
 
 def encode_welcome(pid: int, limit: int, host_nonce: bytes, host_proof: bytes) -> bytes:
     flags = FLAG_SECRET if host_proof else 0
-    return frame(WELCOME, _WELCOME.pack(pid, limit, flags) + host_nonce + host_proof)
+    head = pid.to_bytes(4, "big") + limit.to_bytes(4, "big") + bytes((flags,))
+    return frame(WELCOME, head + host_nonce + host_proof)
 
 
-def decode_welcome(payload: bytes) -> tuple[int, int, bool, bytes, bytes]:
+def decode_welcome(payload: bytes) -> "tuple[int, int, bool, bytes, bytes]":
     """Return ``(pid, limit, needs_secret, host_nonce, host_proof)``."""
-    head = _WELCOME.size + NONCE_SIZE
+    head = _WELCOME_HEAD + NONCE_SIZE
     if len(payload) < head:
         raise ProtocolError("welcome too short")
-    pid, limit, flags = _WELCOME.unpack_from(payload)
+    pid = int.from_bytes(payload[0:4], "big")
+    limit = int.from_bytes(payload[4:8], "big")
+    flags = payload[8]
     needs_secret = bool(flags & FLAG_SECRET)
     if len(payload) != head + (PROOF_SIZE if needs_secret else 0):
         raise ProtocolError("welcome has the wrong length")
-    return pid, limit, needs_secret, payload[_WELCOME.size:head], payload[head:]
+    return pid, limit, needs_secret, payload[_WELCOME_HEAD:head], payload[head:]
 
 
-def encode_launch(client_proof: bytes, pid: int, cwd: str, args: tuple[str, ...]) -> bytes:
+def encode_launch(client_proof: bytes, pid: int, cwd: str, args: "tuple[str, ...]") -> bytes:
     fields = [os.fsencode(cwd)] + [os.fsencode(arg) for arg in args]
     for field in fields:
         if b"\0" in field:
             raise ValueError("an argument contains a NUL character, which no command line can hold")
     body = b"".join(field + b"\0" for field in fields)
-    return frame(LAUNCH, client_proof + _LAUNCH.pack(pid, len(args)) + body)
+    head = pid.to_bytes(4, "big") + len(args).to_bytes(4, "big")
+    return frame(LAUNCH, client_proof + head + body)
 
 
-def decode_launch(payload: bytes, proof_size: int) -> tuple[bytes, int, str, tuple[str, ...]]:
+def decode_launch(payload: bytes, proof_size: int) -> "tuple[bytes, int, str, tuple[str, ...]]":
     """Return ``(client_proof, pid, cwd, args)``."""
-    head = proof_size + _LAUNCH.size
+    head = proof_size + _LAUNCH_HEAD
     if len(payload) < head:
         raise ProtocolError("launch too short")
-    pid, argc = _LAUNCH.unpack_from(payload, proof_size)
+    pid = int.from_bytes(payload[proof_size:proof_size + 4], "big")
+    argc = int.from_bytes(payload[proof_size + 4:head], "big")
     body = payload[head:]
     if not body.endswith(b"\0"):
         raise ProtocolError("launch fields are not NUL-terminated")
@@ -134,20 +144,20 @@ def encode_ack(status: bytes, detail: str = "") -> bytes:
     return frame(ACK, status + detail.encode("utf-8"))
 
 
-def decode_ack(payload: bytes) -> tuple[bytes, str]:
+def decode_ack(payload: bytes) -> "tuple[bytes, str]":
     status = payload[:1]
     if status not in ACK_STATUSES:
         raise ProtocolError("unknown acknowledgement %r" % status)
     return status, payload[1:].decode("utf-8", "replace")
 
 
-def encode_plain(args: tuple[str, ...], secret: str | None = None) -> bytes:
+def encode_plain(args: "tuple[str, ...]", secret: "str | None" = None) -> bytes:
     """The 2.0.0 form, as a raw client writes it (used by tests and tools)."""
     fields = ([] if secret is None else [secret]) + list(args)
     return b"".join(os.fsencode(field) + b"\0" for field in fields) or b"\0"
 
 
-def decode_plain(data: bytes, has_secret: bool) -> tuple[str | None, tuple[str, ...]]:
+def decode_plain(data: bytes, has_secret: bool) -> "tuple[str | None, tuple[str, ...]]":
     """Split a plain message into ``(secret, args)``.
 
     Each field ends with a NUL; a missing final NUL is tolerated. ``b"\\0"`` alone is how
@@ -163,7 +173,7 @@ def decode_plain(data: bytes, has_secret: bool) -> tuple[str | None, tuple[str, 
     return fields[0], tuple(fields[1:])
 
 
-def _decode_fields(body: bytes) -> list[str]:
+def _decode_fields(body: bytes) -> "list[str]":
     """Split NUL-separated fields and decode them as the OS decodes file names, in one pass
     (NUL is one byte in every encoding Python uses for file names)."""
     if body.count(b"\0") >= MAX_ARGS:

@@ -99,7 +99,7 @@ class ForeignServer:
 
     @staticmethod
     def _answer_garbage(conn):
-        greeting = len(_wire.PREAMBLE) + _wire.HEADER.size + _wire.NONCE_SIZE
+        greeting = len(_wire.PREAMBLE) + _wire.HEADER_SIZE + _wire.NONCE_SIZE
         conn.settimeout(support.WAIT)
         received = 0
         try:

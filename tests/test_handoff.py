@@ -629,7 +629,7 @@ def _read_hello(conn, record):
     preamble = recv_exactly(conn, len(_wire.PREAMBLE), record)
     if preamble != _wire.PREAMBLE:
         raise EOFError
-    kind, size = _wire.HEADER.unpack(recv_exactly(conn, _wire.HEADER.size, record))
+    kind, size = _wire.parse_header(recv_exactly(conn, _wire.HEADER_SIZE, record))
     return kind, recv_exactly(conn, size, record)
 
 
@@ -647,14 +647,14 @@ def fake_host(secret=None, claim_secret=True, launches=None):
             proof = os.urandom(_wire.PROOF_SIZE) if claim_secret else b""
         conn.sendall(_wire.encode_welcome(4242, 1 << 20, host_nonce, proof))
         header = bytearray()
-        while len(header) < _wire.HEADER.size:
-            chunk = conn.recv(_wire.HEADER.size - len(header))
+        while len(header) < _wire.HEADER_SIZE:
+            chunk = conn.recv(_wire.HEADER_SIZE - len(header))
             if not chunk:
                 break  # the client refused to go on, as it should when the proof is wrong
             header += chunk
         record += header
-        if len(header) == _wire.HEADER.size:
-            _kind, size = _wire.HEADER.unpack(header)
+        if len(header) == _wire.HEADER_SIZE:
+            _kind, size = _wire.parse_header(header)
             payload = recv_exactly(conn, size, record)
             if launches is not None:
                 launches.append(_wire.decode_launch(payload, len(proof)))
@@ -703,7 +703,7 @@ class TestSecretHandshake(support.ThreadLeakCheck):
                 server.close()
                 server.assert_nothing_of_the_users(self, [ARG], SECRET)
                 for record in server.records:  # a hello, and not one byte more
-                    self.assertEqual(len(record), len(_wire.PREAMBLE) + _wire.HEADER.size
+                    self.assertEqual(len(record), len(_wire.PREAMBLE) + _wire.HEADER_SIZE
                                      + _wire.NONCE_SIZE)
 
     def test_a_host_that_proves_the_secret_gets_the_arguments_but_never_the_secret(self):
@@ -919,14 +919,14 @@ class TestParserFuzz(support.ThreadLeakCheck):
                                      rng.randrange(0, 3))
             else:
                 data = _mutate(rng, rng.choice(valid))
-            payload = data[_wire.HEADER.size:]
+            payload = data[_wire.HEADER_SIZE:]
             limit = rng.choice((0, 8, 64, 1 << 20))
             found = self.check_only_value_errors("split_frame", _wire.split_frame, data, limit)
             if found is not None:
                 kind, body, used = found
                 self.assertEqual(len(kind), 1)
                 self.assertLessEqual(len(body), limit)
-                self.assertEqual(used, _wire.HEADER.size + len(body))
+                self.assertEqual(used, _wire.HEADER_SIZE + len(body))
                 self.assertEqual(data[:used], _wire.frame(kind, body))
             self.check_only_value_errors("decode_welcome", _wire.decode_welcome, payload)
             for proof_size in (0, _wire.PROOF_SIZE):
@@ -950,7 +950,7 @@ class TestParserFuzz(support.ThreadLeakCheck):
 
             kind, payload, used = _wire.split_frame(
                 _wire.encode_welcome(pid, limit, nonce, proof) + b"next", 1 << 20)
-            self.assertEqual((kind, used), (_wire.WELCOME, len(payload) + _wire.HEADER.size))
+            self.assertEqual((kind, used), (_wire.WELCOME, len(payload) + _wire.HEADER_SIZE))
             self.assertEqual(_wire.decode_welcome(payload), (pid, limit, bool(proof), nonce, proof))
 
             message = _wire.encode_launch(proof, pid, cwd, args)
@@ -1025,7 +1025,7 @@ class TestParserFuzz(support.ThreadLeakCheck):
                 yield b"big" + _random_bytes(rng, size)
             else:  # oversized frame, announced or real
                 size = self.LIMIT + _wire.PROOF_SIZE + 8 + rng.randrange(1, 3000)
-                header = _wire.HEADER.pack(_wire.LAUNCH, size)
+                header = _wire.frame_header(_wire.LAUNCH, size)
                 yield hello + header + _random_bytes(rng, rng.choice((0, size)))
 
     def check_reply(self, data, reply):

@@ -256,7 +256,7 @@ class TestExactArguments(HostTestCase):
             with connect(app.port) as peer:
                 peer.sendall(_wire.PREAMBLE + _wire.frame(_wire.HELLO, b"n" * _wire.NONCE_SIZE))
                 self.assertEqual(read_frame(peer)[0], _wire.WELCOME)
-                peer.sendall(_wire.HEADER.pack(_wire.LAUNCH, 5000))  # announces too much
+                peer.sendall(_wire.frame_header(_wire.LAUNCH, 5000))  # announces too much
                 kind, payload = read_frame(peer)
             self.assertEqual((kind, payload[:1]), (_wire.ACK, _wire.REJECTED))
             watcher.wait_for("exceeds")

@@ -1,0 +1,582 @@
+"""The README's fenced code blocks, read from README.md at test time and run as written.
+
+Every ```python block runs in a real process (cwd a temporary directory, PYTHONPATH the
+checkout), with the README's port 50123 replaced by a port found at run time and nothing else
+changed. Every command in a ```bash block is checked against the repository; the command-line
+blocks run verbatim under bash, ``socket-singleton`` and ``python`` being this interpreter.
+A block this module does not recognise fails it, so a new block cannot go untested.
+"""
+
+import ast
+import inspect
+import os
+import queue
+import re
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+
+from Socket_Singleton import Socket_Singleton
+
+from . import support
+
+README = os.path.join(support.ROOT, "README.md")
+README_PORT = "50123"  # the port of the README's examples; tests use free ones
+FENCE = re.compile(r"^(\s*)```(.*)$")
+UNTAGGED = ("", "text")  # diagrams and other text: nothing to run
+
+# Python that loads test names the way `python -m unittest NAME...` does, without running them.
+LOAD_TESTS = """\
+import sys, unittest
+
+def cases(suite):
+    for test in suite:
+        if isinstance(test, unittest.TestSuite):
+            yield from cases(test)
+        else:
+            yield test
+
+loader = unittest.TestLoader()
+found = [test for name in sys.argv[1:] for test in cases(loader.loadTestsFromName(name))]
+broken = [test.id() for test in found if type(test).__name__ == "_FailedTest"]
+print(len(found), "tests; not loadable:", broken, loader.errors)
+sys.exit(1 if broken or loader.errors or not found else 0)
+"""
+
+
+class Block:
+    """One fenced block of the README."""
+
+    def __init__(self, language, text, line):
+        self.language, self.text, self.line = language, text, line
+
+    def __repr__(self):
+        return "the ```%s block at README.md line %d" % (self.language, self.line)
+
+
+def readme_text():
+    with open(README, encoding="utf-8") as readme:
+        return readme.read()
+
+
+def readme_prose():
+    """The README with its whitespace collapsed, so sentences match across line breaks."""
+    return " ".join(readme_text().split())
+
+
+def read_blocks():
+    """Every fenced block of the README, in order."""
+    blocks, language, start, lines, indent = [], None, 0, [], 0
+    for number, line in enumerate(readme_text().splitlines(), 1):
+        fence = FENCE.match(line)
+        if language is None:
+            if fence:
+                language, start, lines = fence.group(2).strip(), number, []
+                indent = len(fence.group(1))
+        elif fence and not fence.group(2).strip():
+            blocks.append(Block(language, "\n".join(lines) + "\n", start))
+            language = None
+        else:
+            lines.append(line[indent:])
+    if language is not None:
+        raise AssertionError("README.md line %d: a code fence that is never closed" % start)
+    return blocks
+
+
+# What each block is, by its distinctive content: (languages, test on the text).
+KINDS = {
+    "try-it (bash)": (("bash",), lambda text: "examples/quickstart.py" in text),
+    "install (bash)": (("bash",), lambda text: text.strip().startswith("pip install")
+                       and "\n" not in text.strip()),
+    "running the tests (bash)": (("bash",), lambda text: "-m unittest" in text
+                                 and "quickstart" not in text),
+    "command line (bash)": (("bash",), lambda text: "socket-singleton status" in text),
+    "open-with wrapper (bash)": (("bash",), lambda text: "exec python app.py" in text),
+    "import": (("python",), lambda text: text.strip().startswith("from Socket_Singleton import")
+               and "\n" not in text.strip()),
+    "smallest use": (("python",), lambda text: "Socket_Singleton(port=50123)" in text
+                     and ".trace(" not in text),
+    "quick start app": (("python",), lambda text: ".trace(on_launch)" in text),
+    "constructor signature": (("python", *UNTAGGED), lambda text: "*, deliver_empty" in text),
+    "strict=False": (("python",), lambda text: "except MultipleSingletonsError" in text),
+    "raw client": (("python",), lambda text: "socket.create_connection" in text),
+    "plain form (diagram)": (UNTAGGED, lambda text: text.startswith("[secret NUL]")),
+    "frame (diagram)": (UNTAGGED, lambda text: text.startswith("type: 1 ASCII byte")),
+}
+
+
+def kinds_of(block):
+    return [name for name, (languages, test) in KINDS.items()
+            if block.language in languages and test(block.text)]
+
+
+def with_port(block, port, *places):
+    """*block*'s text with the README's port replaced by *port*; *places* are the snippets where
+    the README uses it, one per occurrence (e.g. "port=50123")."""
+    for place in places:
+        if place not in block.text:
+            raise AssertionError("%r no longer has %r" % (block, place))
+    if block.text.count(README_PORT) != len(places):
+        raise AssertionError("%r uses port %s %d times, expected in %r"
+                             % (block, README_PORT, block.text.count(README_PORT), places))
+    return block.text.replace(README_PORT, str(port))
+
+
+def block_env(path=None):
+    env = dict(os.environ, PYTHONPATH=support.ROOT, PYTHONIOENCODING="utf-8")
+    if path is not None:
+        env["PATH"] = path + os.pathsep + env.get("PATH", "")
+    return env
+
+
+class Result:
+    """How one process ended."""
+
+    def __init__(self, code, out, err):
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self):
+        return "<exit %s, stdout %r, stderr %r>" % (self.code, self.out, self.err)
+
+
+def run(argv, cwd, env):
+    """Run *argv* to completion (bounded by support.WAIT)."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=support.WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return Result(proc.returncode, out.decode("utf-8", "replace"),
+                  err.decode("utf-8", "replace"))
+
+
+class Running:
+    """A process that runs until it is stopped (a host); stdout and stderr are read line by line
+    on a thread. Ended through its own handle when the test ends."""
+
+    def __init__(self, test, argv, cwd, env):
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     encoding="utf-8", errors="replace")
+        self.output = []
+        self._lines = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        test.addCleanup(self.stop)
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def next_line(self):
+        try:
+            line = self._lines.get(timeout=support.WAIT)
+        except queue.Empty:
+            raise AssertionError("no output within %s s; so far: %r"
+                                 % (support.WAIT, self.output)) from None
+        if line is None:
+            self._lines.put(None)
+            raise AssertionError("the process ended (status %s); output: %r"
+                                 % (self.proc.wait(support.WAIT), self.output))
+        self.output.append(line)
+        return line
+
+    def ctrl_c(self):
+        """Stop it as a user would, with Ctrl+C; returns its exit status, or None when SIGINT
+        cannot reach it (Windows, or ignored here and so in the child: the cleanup ends it)."""
+        if os.name == "nt" or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            code = self.proc.wait(support.WAIT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("Ctrl+C did not stop it; output: %r" % self.output) from None
+        self._reader.join(support.WAIT)
+        while True:
+            line = self._lines.get_nowait()
+            if line is None:
+                self._lines.put(None)
+                return code
+            self.output.append(line)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(support.WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(support.WAIT)
+        self.proc.stdout.close()
+
+
+def shell_commands(text):
+    """The simple commands of a bash block, as word lists: comments dropped, except a comment
+    that is itself a command to type ("#   python examples/quickstart.py hello ...")."""
+    commands = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            stripped = stripped.lstrip("#").strip()
+            if not re.match(r"(python|pip|socket-singleton) ", stripped):
+                continue
+        lexer = shlex.shlex(stripped, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words = []
+        for token in [*lexer, ";"]:
+            if token in ("&&", "||", ";", "|", "&"):
+                if words:
+                    commands.append(words)
+                words = []
+            else:
+                words.append(token)
+    return commands
+
+
+def parameters(function):
+    """What a signature says, without annotations: (name, kind, default) of each parameter."""
+    return [(parameter.name, parameter.kind, parameter.default)
+            for parameter in inspect.signature(function).parameters.values()]
+
+
+def console_scripts():
+    """[project.scripts] of pyproject.toml: {name: "module:function"}."""
+    with open(os.path.join(support.ROOT, "pyproject.toml"), encoding="utf-8") as project:
+        text = project.read()
+    section = re.search(r"(?ms)^\[project\.scripts\]\n(.*?)(?=^\[|\Z)", text)
+    return dict(re.findall(r'(?m)^([\w.-]+)\s*=\s*"([^"]+)"', section.group(1) if section else ""))
+
+
+class TestReadmeRunsAsWritten(unittest.TestCase):
+
+    def block(self, kind):
+        found = [block for block in read_blocks() if kind in kinds_of(block)]
+        if len(found) != 1:
+            self.fail("README.md should have one %s block, found %r" % (kind, found))
+        return found[0]
+
+    def folder(self):
+        where = tempfile.TemporaryDirectory()
+        self.addCleanup(where.cleanup)
+        return os.path.realpath(where.name)
+
+    def write(self, folder, name, text, mode=None):
+        path = os.path.join(folder, name)
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text)
+        if mode is not None:
+            os.chmod(path, mode)
+        return path
+
+    def run_python(self, text, args=(), name="snippet.py"):
+        folder = self.folder()
+        self.write(folder, name, text)
+        return run([sys.executable, name, *args], folder, block_env())
+
+    def shims(self):
+        """A directory for PATH in which `python` and `socket-singleton` are this interpreter
+        (the latter as `python -m Socket_Singleton`), so bash lines run exactly as written."""
+        if shutil.which("bash") is None:
+            self.skipTest("bash is not on PATH")
+        folder = self.folder()
+        python = shlex.quote(sys.executable)
+        for name, command in (("python", python), ("socket-singleton",
+                                                   python + " -m Socket_Singleton")):
+            self.write(folder, name, '#!/bin/sh\nexec %s "$@"\n' % command,
+                       stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP)
+        return folder
+
+    def ready_line(self, app_block):
+        """The line the quick start app prints once it is the host."""
+        ready = re.findall(r'print\("([^"]*)", flush=True\)', app_block.text)
+        self.assertEqual(len(ready), 1, "the quick start app should say once that it runs")
+        return ready[0]
+
+    def documented_exit(self, command, *words):
+        """The exit status the README's table gives *command* ("status" or "send") for the
+        case described with *words*."""
+        rows = re.findall(r"(?m)^\| (\d+) \| (.*?) \| (.*?) \|$", readme_text())
+        self.assertTrue(rows, "README.md has no exit status table")
+        found = []
+        for code, status_text, send_text in rows:
+            text = send_text if command == "send" else status_text
+            if text.startswith("same"):
+                text = status_text + " " + text
+            if all(word in text for word in words):
+                found.append(int(code))
+        self.assertEqual(len(found), 1, "the exit status table should have one row for %s %r"
+                         % (command, words))
+        return found[0]
+
+    # -- the catalogue ------------------------------------------------------------------------
+
+    def test_every_block_is_one_this_test_checks(self):
+        blocks = read_blocks()
+        problems = []
+        for block in blocks:
+            kinds = kinds_of(block)
+            if block.language not in ("python", "bash", *UNTAGGED):
+                problems.append("%r: this test cannot check a ```%s block"
+                                % (block, block.language))
+            elif len(kinds) != 1:
+                problems.append("%r is %s, not one known block; teach tests/test_readme.py to "
+                                "run it:\n%s" % (block, kinds or "unknown", block.text))
+        for kind in KINDS:
+            count = sum(kind in kinds_of(block) for block in blocks)
+            if count != 1:
+                problems.append("README.md should have one %s block, found %d" % (kind, count))
+        self.assertEqual(problems, [], "\n".join(problems))
+
+    # -- ```python blocks ---------------------------------------------------------------------
+
+    def test_import_block(self):
+        result = self.run_python(self.block("import").text)
+        self.assertEqual((result.code, result.out, result.err), (0, "", ""), result)
+
+    def test_smallest_use_block(self):
+        block = self.block("smallest use")
+        # Alone, it is the host and ends with its script.
+        alone = self.run_python(with_port(block, support.free_port(), "port=50123"))
+        self.assertEqual((alone.code, alone.out, alone.err), (0, "", ""), alone)
+        # A second copy exits at once: a launch without arguments, handed to the running one.
+        app, port = support.start_host(self, {"kwargs": {"port": support.free_port(),
+                                                         "deliver_empty": True}})
+        second = self.run_python(with_port(block, port, "port=50123"))
+        self.assertEqual((second.code, second.out, second.err), (0, "", ""), second)
+        self.assertEqual(support.decode_args(app.wait_for("launch")), [])
+
+    def test_quick_start_app_block(self):
+        block = self.block("quick start app")
+        prose = readme_prose()
+        self.assertIn("Save this as `app.py`", prose)
+        told = re.search(r"Run `python app\.py` in one terminal and `python app\.py ([^`]*)` in "
+                         r"another: the second exits with status (\d+) and the first prints "
+                         r"`([^`]*)`", prose)
+        self.assertIsNotNone(told, "README.md no longer says how to run the quick start app")
+        args, status, printed = shlex.split(told.group(1)), int(told.group(2)), told.group(3)
+        self.assertIn("/where/you/ran/it", printed)
+
+        # Two terminals, each in a folder of its own where the block was saved as app.py.
+        text = with_port(block, support.free_port(), "port=50123")
+        first, second = self.folder(), self.folder()
+        for folder in (first, second):
+            self.write(folder, "app.py", text)
+        host = Running(self, [sys.executable, "app.py"], first, block_env())
+        self.assertEqual(host.next_line(), self.ready_line(block))
+
+        launch = run([sys.executable, "app.py", *args], second, block_env())
+        self.assertEqual((launch.code, launch.out, launch.err), (status, "", ""), launch)
+        self.assertEqual(host.next_line(), printed.replace("/where/you/ran/it", second))
+        code = host.ctrl_c()  # "(Ctrl+C stops)"
+        if code is not None:
+            self.assertEqual((code, host.output[2:]), (0, []), host.output)
+
+    def test_constructor_signature_block(self):
+        block = self.block("constructor signature")
+        with self.subTest("it states the real signature"):
+            head, sep, tail = block.text.strip().partition("(")
+            self.assertEqual((head, sep), ("Socket_Singleton", "("))
+            namespace = {}
+            exec(compile("def stated(self, " + tail + ":\n    pass\n", README, "exec"),
+                 namespace)
+            self.assertEqual(parameters(namespace["stated"]), parameters(Socket_Singleton.__init__))
+        if block.language == "python":
+            with self.subTest("it runs as written"):
+                result = self.run_python(block.text)
+                self.assertEqual(
+                    result.code, 0, "%r is tagged python but does not run as written: it is a "
+                    "signature, not a program (tag it ```text, or make it one):\n%s"
+                    % (block, result.err))
+
+    def test_strict_false_block(self):
+        block = self.block("strict=False")
+        port = support.free_port()
+        text = with_port(block, port, "port=50123", "on port 50123.")
+        # What it prints against a host, as its comments say.
+        reason = re.search(r'print\(err\.reason, err\.delivered\)\s+# e\.g\. "([^"]*)"', text)
+        self.assertIsNotNone(reason, "the block no longer says what err.reason prints")
+        lines = text.splitlines()
+        self.assertIn("    print(err)", lines)
+        # The comment lines after print(err) are its output: wrapped lines join with a space,
+        # a bare "#" stands for an empty line.
+        printed, wrapped = [], []
+        for line in lines[lines.index("    print(err)") + 1:]:
+            line = line.strip()
+            if not line.startswith("#"):
+                break
+            line = line.lstrip("#").strip()
+            if line:
+                wrapped.append(line)
+                continue
+            if wrapped:
+                printed.append(" ".join(wrapped))
+                wrapped = []
+            printed.append("")
+        if wrapped:
+            printed.append(" ".join(wrapped))
+        self.assertTrue(printed, "the block no longer shows the message")
+
+        alone = self.run_python(text)
+        self.assertEqual((alone.code, alone.out, alone.err), (0, "we are the host\n", ""), alone)
+        support.start_host(self, {"kwargs": {"port": port}})
+        turned_away = self.run_python(text)
+        self.assertEqual((turned_away.code, turned_away.out.splitlines(), turned_away.err),
+                         (0, [reason.group(1), *printed], ""), turned_away)
+
+    def test_raw_client_block(self):
+        block = self.block("raw client")
+        sent = re.search(r'sock\.sendall\((b"[^"]*")\)', block.text)
+        self.assertIsNotNone(sent, "the raw client no longer sends a bytes literal")
+        expected = ast.literal_eval(sent.group(1)).split(b"\0")
+        self.assertEqual(expected.pop(), b"", "the raw client's message should end with NUL")
+        app, port = support.start_host(self, {"kwargs": {"port": support.free_port()}})
+        result = self.run_python(with_port(block, port, '("127.0.0.1", 50123)'))
+        self.assertEqual((result.code, result.out, result.err), (0, "", ""), result)
+        event = app.wait_for("launch")
+        self.assertEqual((support.decode_args(event), event["cwd"], event["pid"]),
+                         (expected, None, None))
+
+    # -- ```bash blocks -----------------------------------------------------------------------
+
+    def test_command_line_block(self):
+        block = self.block("command line (bash)")
+        lines = [line for line in block.text.splitlines() if line.strip()]
+        status = [line for line in lines if " status " in line]
+        send = [line for line in lines if " send " in line and "--secret-env" not in line]
+        secret_send = [line for line in lines if "--secret-env" in line]
+        self.assertEqual((len(status), len(send), len(secret_send)), (1, 1, 1), lines)
+        assignment = re.match(r"(\w+)=(\S+) socket-singleton send .*--secret-env (\w+) ",
+                              secret_send[0])
+        self.assertIsNotNone(assignment, secret_send[0])
+        self.assertEqual(assignment.group(1), assignment.group(3), secret_send[0])
+        shims, here = self.shims(), self.folder()
+
+        def bash(line, port):
+            return run(["bash", "-c", with_port(Block("bash", line, block.line), port,
+                                                "--port 50123")], here, block_env(shims))
+
+        def arguments(line):
+            words = shlex.split(line, comments=True)
+            return [arg.encode() for arg in words[words.index("--") + 1:]]
+
+        app, port = support.start_host(self, {"kwargs": {"port": support.free_port()}})
+        result = bash(status[0], port)
+        self.assertEqual(result.code, self.documented_exit("status", "host answered"), result)
+        self.assertRegex(result.out, r"\b%d\b" % app.proc.pid, "its pid is printed")
+        result = bash(send[0], port)
+        self.assertEqual((result.code, result.err), (self.documented_exit("send", "took"), ""),
+                         result)
+        event = app.wait_for("launch")
+        self.assertEqual((support.decode_args(event), event["cwd"]), (arguments(send[0]), here))
+        result = bash(secret_send[0], port)  # this host has no secret
+        self.assertEqual(result.code, self.documented_exit("send", "secret mismatch"), result)
+
+        secret_app, secret_port = support.start_host(
+            self, {"kwargs": {"port": support.free_port(), "secret": assignment.group(2)}})
+        result = bash(secret_send[0], secret_port)
+        self.assertEqual((result.code, result.err), (self.documented_exit("send", "took"), ""),
+                         result)
+        event = secret_app.wait_for("launch")
+        self.assertEqual(support.decode_args(event), arguments(secret_send[0]))
+
+        nothing = support.free_port()
+        for line, command in ((status[0], "status"), (send[0], "send"), (secret_send[0], "send")):
+            with self.subTest(line=line):
+                result = bash(line, nothing)
+                self.assertEqual(result.code, self.documented_exit(command, "nothing listens"),
+                                 result)
+
+    def test_open_with_wrapper_block(self):
+        block = self.block("open-with wrapper (bash)")
+        port = support.free_port()
+        shims, first, second = self.shims(), self.folder(), self.folder()
+        app_block = self.block("quick start app")
+        self.write(first, "app.py", with_port(app_block, port, "port=50123"))
+        self.write(first, "open-with.sh", with_port(block, port, "--port 50123"))
+
+        # Nothing runs: the wrapper starts the application, which becomes the host.
+        host = Running(self, ["bash", "open-with.sh", "notes.txt"], first, block_env(shims))
+        self.assertTrue(host.next_line().startswith("socket-singleton: "), host.output)
+        self.assertEqual(host.next_line(), self.ready_line(app_block))
+        # It runs: the wrapper hands the arguments over.
+        result = run(["bash", os.path.join(first, "open-with.sh"), "todo.txt"], second,
+                     block_env(shims))
+        self.assertEqual((result.code, result.err), (0, ""), result)
+        self.assertEqual(host.next_line(),
+                         "a later launch passed %r from %s" % (("todo.txt",), second))
+        code = host.ctrl_c()
+        if code is not None:
+            self.assertEqual(code, 0, host.output)
+
+    def test_bash_commands_refer_to_what_exists(self):
+        commands = [(block, words) for block in read_blocks() if block.language == "bash"
+                    for words in shell_commands(block.text)]
+        self.assertTrue(commands, "README.md has no bash commands")
+        for block, words in commands:
+            with self.subTest(block=block, command=" ".join(words)):
+                while words and re.match(r"[A-Za-z_]\w*=", words[0]):
+                    words = words[1:]  # NAME=value before the command
+                if words[:1] == ["exec"]:
+                    words = words[1:]
+                name = words[0] if words else ""
+                if name == "pip":
+                    self.check_pip(words)
+                elif name == "python":
+                    self.check_python(words)
+                elif name == "socket-singleton":
+                    self.check_console_script(words)
+                elif name != "[":  # a shell test ([ $? -ne 3 ])
+                    self.fail("this test does not know the command %r" % name)
+
+    def check_pip(self, words):
+        # "From a checkout of this repository": "." must be the repository root.
+        self.assertEqual(words[1:2], ["install"])
+        self.assertEqual([word for word in words[2:] if not word.startswith("-")], ["."])
+        self.assertTrue(os.path.isfile(os.path.join(support.ROOT, "pyproject.toml")))
+
+    def check_python(self, words):
+        options, rest = [], words[1:]
+        while rest and rest[0] == "-W":
+            options += rest[:2]
+            rest = rest[2:]
+        if rest[:2] == ["-m", "unittest"]:
+            names = [word for word in rest[2:] if not word.startswith("-")]
+            self.assertTrue(names, "the README runs named tests")
+            result = run([sys.executable, *options, "-c", LOAD_TESTS, *names], support.ROOT,
+                         dict(os.environ))
+            self.assertEqual((result.code, result.err), (0, ""), result)
+        elif rest and not rest[0].startswith("-"):
+            if options:
+                result = run([sys.executable, *options, "-c", ""], support.ROOT, block_env())
+                self.assertEqual((result.code, result.err), (0, ""), result)
+            if rest[0] == "app.py":  # the quick start, saved as app.py: run in its own tests
+                self.assertIn("Save this as `app.py`", readme_prose())
+            else:
+                self.assertTrue(os.path.isfile(os.path.join(support.ROOT, rest[0])),
+                                "%s does not exist" % rest[0])
+        else:
+            self.fail("this test does not know how to check python %s" % " ".join(rest))
+
+    def check_console_script(self, words):
+        # Run for real by test_command_line_block; here: it is the installed command, and it
+        # is the program `python -m Socket_Singleton` runs.
+        target = console_scripts().get("socket-singleton")
+        self.assertEqual(target, "Socket_Singleton._cli:main", "pyproject.toml [project.scripts]")
+        self.assertIn(words[1:2], (["status"], ["send"]))
+        self.assertTrue(os.path.isfile(os.path.join(support.ROOT, "Socket_Singleton",
+                                                    "__main__.py")))
+
+
+if __name__ == "__main__":
+    unittest.main()
