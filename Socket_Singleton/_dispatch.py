@@ -9,7 +9,8 @@ from typing import Any, Callable, Deque, Dict, Optional, Tuple
 from . import _log
 
 MAX_PENDING = 1024  # launches kept while no observer is registered (or observers lag behind)
-MAX_PENDING_CHARS = 64 * 1024 * 1024  # and the characters of their arguments, all together
+MAX_PENDING_BYTES = 64 * 1024 * 1024  # and the memory their arguments take, all together
+_STR_OVERHEAD = 64  # bytes a str costs besides its characters (about, and rounded up)
 STOP_WAIT = 0.5  # seconds stop() waits for an observer that is running to return
 
 # States of a queued launch.
@@ -44,7 +45,7 @@ class Pending:
 
     def __init__(self, launch: Launch, final: bool, seq: int = 0) -> None:
         self.launch = launch
-        self.size = sum(map(len, launch)) + len(launch)
+        self.size = sum(map(len, launch)) + _STR_OVERHEAD * len(launch)
         self.state = QUEUED
         self.final = final
         self.seq = seq  # arrival number: an observer gets the launches from its trace() on
@@ -69,7 +70,7 @@ class Dispatcher:
         # observer -> (args, kwargs, seq of the first launch it gets)
         self._observers: Dict[Observer, Tuple[Tuple[Any, ...], Dict[str, Any], int]] = {}
         self._seq = 0
-        self._pending_chars = 0
+        self._pending_bytes = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -110,12 +111,12 @@ class Dispatcher:
         item = Pending(Launch(args, cwd, pid), final)
         with self._cond:
             if (self._stopping or len(self._queue) >= MAX_PENDING
-                    or self._pending_chars + item.size > MAX_PENDING_CHARS):
+                    or self._pending_bytes + item.size > MAX_PENDING_BYTES):
                 return None
             item.seq = self._seq
             self._seq += 1
             item.on_done = on_done
-            self._pending_chars += item.size
+            self._pending_bytes += item.size
             self._queue.append(item)
             self._cond.notify()
             return item
@@ -126,7 +127,7 @@ class Dispatcher:
             if item.state != QUEUED:
                 return False
             self._queue.remove(item)
-            self._pending_chars -= item.size
+            self._pending_bytes -= item.size
             return True
 
     def stop(self) -> None:
@@ -152,7 +153,7 @@ class Dispatcher:
                 if self._stopping:
                     return
                 item = self._queue.popleft()
-                self._pending_chars -= item.size
+                self._pending_bytes -= item.size
                 item.state = TAKEN
                 everyone = [(observer, args, kwargs, since)
                             for observer, (args, kwargs, since) in self._observers.items()]

@@ -234,7 +234,11 @@ class TestExactArguments(HostTestCase):
             app.trace(collector)
             with connect(app.port) as peer:
                 peer.sendall(b"a" * 600 + b"\0" + b"b" * 600 + b"\0")
-                peer.shutdown(socket.SHUT_WR)  # the end of a plain message: nothing may be cut
+                try:
+                    peer.shutdown(socket.SHUT_WR)  # the end of a plain message: nothing may be cut
+                except OSError as err:  # unless the host has reset the oversize connection already
+                    if err.errno not in (errno.ENOTCONN, errno.ECONNRESET):
+                        raise
                 wait_closed(peer)
             watcher.wait_for("exceeds 1024 bytes")
             exactly = b"c" * 1023 + b"\0"  # at the limit: delivered whole
