@@ -108,6 +108,8 @@ KINDS = {
     "raw client": (("python",), lambda text: "socket.create_connection" in text),
     "plain form (diagram)": (UNTAGGED, lambda text: text.startswith("[secret NUL]")),
     "frame (diagram)": (UNTAGGED, lambda text: text.startswith("type: 1 ASCII byte")),
+    "benchmark commands (bash)": (("bash",), lambda text: "python -m benchmarks" in text),
+    "benchmark table (text)": (UNTAGGED, lambda text: text.startswith("figure ")),
 }
 
 
@@ -556,6 +558,14 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
             result = run([sys.executable, *options, "-c", LOAD_TESTS, *names], support.ROOT,
                          dict(os.environ))
             self.assertEqual((result.code, result.err), (0, ""), result)
+        elif rest[:2] == ["-m", "benchmarks"]:
+            # Not run here (minutes long): every option the README gives must be one it has.
+            result = run([sys.executable, "-m", "benchmarks", "--help"], support.ROOT,
+                         dict(os.environ))
+            self.assertEqual(result.code, 0, result)
+            for word in rest[2:]:
+                if word.startswith("--"):
+                    self.assertIn(word, result.out)
         elif rest and not rest[0].startswith("-"):
             if options:
                 result = run([sys.executable, *options, "-c", ""], support.ROOT, block_env())
