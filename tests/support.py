@@ -37,15 +37,21 @@ def launch(args=(), config=None, cwd=None, **popen):
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
-def run_client(args=(), config=None, cwd=None, timeout=WAIT):
-    """Run one launch to completion; returns (returncode, stdout lines as dicts, stderr)."""
-    proc = launch(args, config, cwd)
+def communicate(proc, timeout=WAIT):
+    """Wait for *proc* to finish and return its (stdout, stderr); kill it if it outlives
+    *timeout* (then the caller's assertions on its exit fail)."""
     try:
-        out, err = proc.communicate(timeout=timeout)
+        return proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def run_client(args=(), config=None, cwd=None, timeout=WAIT):
+    """Run one launch to completion; returns (returncode, stdout lines as dicts, stderr)."""
+    proc = launch(args, config, cwd)
+    out, err = communicate(proc, timeout)
     events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
     return proc.returncode, events, err.decode(errors="replace")
 

@@ -36,12 +36,7 @@ def cli(*args, cwd=support.ROOT, env=None, unset=()):
     proc = subprocess.Popen([sys.executable, "-m", "Socket_Singleton", *args], cwd=cwd,
                             env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    try:
-        out, err = proc.communicate(timeout=support.WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    out, err = support.communicate(proc)
     return Result(proc.pid, proc.returncode, out.decode("utf-8", "replace"),
                   err.decode("utf-8", "replace"))
 

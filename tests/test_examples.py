@@ -39,12 +39,7 @@ def run_launch(script, args=(), env=None, cwd=None):
     proc = subprocess.Popen([sys.executable, script, *args], env=env, cwd=cwd,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    try:
-        out, err = proc.communicate(timeout=support.WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    out, err = support.communicate(proc)
     return proc.pid, proc.returncode, out.decode("utf-8", "replace"), \
         err.decode("utf-8", "replace")
 

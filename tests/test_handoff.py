@@ -59,12 +59,7 @@ def run_concurrently(launches):
     procs = [support.launch(args, config) for args, config in launches]
     results = []
     for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=support.WAIT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        out, err = support.communicate(proc)
         events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
         results.append((proc.returncode, events, err.decode(errors="replace")))
     return results

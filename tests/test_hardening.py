@@ -203,12 +203,7 @@ class TestExactArguments(HostTestCase):
             proc = support.launch(args, config(port))
         finally:
             resource.setrlimit(resource.RLIMIT_STACK, (soft, hard))
-        try:
-            out, err = proc.communicate(timeout=support.WAIT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        out, err = support.communicate(proc)
         self.assertEqual((proc.returncode, out, err), (0, b"", b""))
         received = support.decode_args(host.wait_for("launch"))
         self.assertEqual(len(received), 64)

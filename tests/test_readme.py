@@ -151,12 +151,7 @@ def run(argv, cwd, env):
     """Run *argv* to completion (bounded by support.WAIT)."""
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = proc.communicate(timeout=support.WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    out, err = support.communicate(proc)
     return Result(proc.returncode, out.decode("utf-8", "replace"),
                   err.decode("utf-8", "replace"))
 
