@@ -3,10 +3,12 @@
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,6 +120,84 @@ class AppProcess:
             except OSError:
                 pass
         self._reader.join(WAIT)
+
+
+class LineProcess:
+    """A long-running program (an example, a README snippet); its stdout and stderr are read
+    line by line on a thread. Ended through its own handle when *test* ends."""
+
+    def __init__(self, test, argv, cwd=None, env=None):
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     encoding="utf-8", errors="replace")
+        self.output = []  # every line read so far
+        self._lines = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        test.addCleanup(self.stop)
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def next_line(self, timeout=WAIT):
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no output within %s s; so far: %r"
+                                 % (timeout, self.output)) from None
+        if line is None:
+            self._lines.put(None)
+            raise AssertionError("the process ended (status %s); output: %r"
+                                 % (self.proc.wait(WAIT), self.output))
+        self.output.append(line)
+        return line
+
+    def expect(self, wanted):
+        """Skip to the next line for which *wanted* (a string, or a predicate) holds."""
+        match = wanted if callable(wanted) else (lambda line: line == wanted)
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                line = self.next_line(max(0.0, deadline - time.monotonic()))
+            except AssertionError as err:
+                raise AssertionError("no line %r: %s" % (wanted, err)) from None
+            if match(line):
+                return line
+
+    def wait_exit(self):
+        """Wait for the process to end by itself; returns its status (all output is read)."""
+        try:
+            code = self.proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the process did not exit; output: %r" % self.output) from None
+        self._reader.join(WAIT)
+        while True:
+            line = self._lines.get_nowait()
+            if line is None:
+                self._lines.put(None)
+                return code
+            self.output.append(line)
+
+    def ctrl_c(self):
+        """Stop it as a user would, with Ctrl+C; returns its exit status, or None when SIGINT
+        cannot reach it (Windows, or ignored here and so in the child: the cleanup ends it)."""
+        if os.name == "nt" or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        return self.wait_exit()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(WAIT)
+        self.proc.stdout.close()
 
 
 def start_host(test, config=None, args=()):

@@ -2,14 +2,12 @@
 
 import ast
 import os
-import queue
 import re
 import select
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
@@ -44,69 +42,9 @@ def run_launch(script, args=(), env=None, cwd=None):
         err.decode("utf-8", "replace")
 
 
-class ExampleProcess:
-    """A long-running example; its stdout and stderr are read line by line on a thread.
-    Ended through its own handle when the test ends."""
-
-    def __init__(self, test, script, args=(), env=None, cwd=None):
-        self.proc = subprocess.Popen([sys.executable, script, *args], env=env, cwd=cwd,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, encoding="utf-8",
-                                     errors="replace")
-        self.output = []  # every line read so far
-        self._lines = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        test.addCleanup(self.stop)
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def expect(self, wanted):
-        """Skip to the next line for which *wanted* (a string, or a predicate) holds."""
-        match = wanted if callable(wanted) else (lambda line: line == wanted)
-        deadline = time.monotonic() + support.WAIT
-        while True:
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError("no line %r within %s s; output so far: %r"
-                                     % (wanted, support.WAIT, self.output)) from None
-            if line is None:
-                self._lines.put(None)
-                raise AssertionError("the example ended (status %s) before a line %r; "
-                                     "output: %r" % (self.proc.wait(support.WAIT), wanted,
-                                                     self.output))
-            self.output.append(line)
-            if match(line):
-                return line
-
-    def wait_exit(self):
-        """Wait for the process to end by itself; returns its status (all output is read)."""
-        try:
-            code = self.proc.wait(support.WAIT)
-        except subprocess.TimeoutExpired:
-            raise AssertionError("the example did not exit; output: %r" % self.output) from None
-        self._reader.join(support.WAIT)
-        while True:
-            line = self._lines.get_nowait()
-            if line is None:
-                self._lines.put(None)
-                return code
-            self.output.append(line)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(support.WAIT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(support.WAIT)
-        self.proc.stdout.close()
+def example_process(test, script, args=(), env=None, cwd=None):
+    """A long-running example, ended through its own handle when *test* ends."""
+    return support.LineProcess(test, [sys.executable, script, *args], cwd, env)
 
 
 class TestExampleQuickstart(unittest.TestCase):
@@ -127,7 +65,7 @@ class TestExampleQuickstart(unittest.TestCase):
             copy.write(text)
         env = example_env()
 
-        host = ExampleProcess(self, script, env=env, cwd=folder)
+        host = example_process(self, script, env=env, cwd=folder)
         host.expect(lambda line: line.startswith("host on port %d;" % port))
         pid, code, out, err = run_launch(script, ["hello", "two words"], env, cwd=folder)
         self.assertEqual((code, out, err), (0, "", ""))
@@ -140,7 +78,7 @@ class TestExampleAsyncioService(unittest.TestCase):
     def test_jobs_then_stop(self):
         port = support.free_port()
         env = example_env(ASYNCIO_DEMO_PORT=str(port))
-        service = ExampleProcess(self, ASYNCIO_SERVICE, env=env)
+        service = example_process(self, ASYNCIO_SERVICE, env=env)
         service.expect("service ready on port %d" % port)
         for job in ("job-1", "job-2"):
             _, code, out, err = run_launch(ASYNCIO_SERVICE, [job], env)
@@ -158,7 +96,7 @@ class TestExampleQueueTool(unittest.TestCase):
     def test_later_invocations_queue_onto_the_worker(self):
         port = support.free_port()
         env = example_env(QUEUE_TOOL_PORT=str(port), QUEUE_TOOL_IDLE=QUEUE_TOOL_IDLE)
-        worker = ExampleProcess(self, QUEUE_TOOL, ["a"], env)
+        worker = example_process(self, QUEUE_TOOL, ["a"], env)
         started = "worker started (pid %d)" % worker.proc.pid
         worker.expect(started)
         worker.expect("ran a")
@@ -175,7 +113,7 @@ class TestExampleQueueTool(unittest.TestCase):
                          [started, "ran a", "ran b", "ran c", "worker idle, exiting"])
 
         # The port is free again: the next invocation becomes the next worker.
-        again = ExampleProcess(self, QUEUE_TOOL, ["d"], env)
+        again = example_process(self, QUEUE_TOOL, ["d"], env)
         again.expect("worker started (pid %d)" % again.proc.pid)
         again.expect("ran d")
 
@@ -239,7 +177,7 @@ class TestExampleTkOpenFiles(unittest.TestCase):
             line = app.expect(lambda line: line.startswith("window shows: "))
             return ast.literal_eval(line[len("window shows: "):])
 
-        app = ExampleProcess(self, TK_OPEN_FILES, ["notes.txt"], env, cwd=a)
+        app = example_process(self, TK_OPEN_FILES, ["notes.txt"], env, cwd=a)
         self.assertEqual(shown(), [os.path.join(a, "notes.txt")])
 
         _, code, out, err = run_launch(TK_OPEN_FILES, ["todo.txt"], env, cwd=b)

@@ -10,16 +10,13 @@ A block this module does not recognise fails it, so a new block cannot go untest
 import ast
 import inspect
 import os
-import queue
 import re
 import shlex
 import shutil
-import signal
 import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import unittest
 
 from Socket_Singleton import Socket_Singleton
@@ -154,68 +151,6 @@ def run(argv, cwd, env):
     out, err = support.communicate(proc)
     return Result(proc.returncode, out.decode("utf-8", "replace"),
                   err.decode("utf-8", "replace"))
-
-
-class Running:
-    """A process that runs until it is stopped (a host); stdout and stderr are read line by line
-    on a thread. Ended through its own handle when the test ends."""
-
-    def __init__(self, test, argv, cwd, env):
-        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     encoding="utf-8", errors="replace")
-        self.output = []
-        self._lines = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        test.addCleanup(self.stop)
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def next_line(self):
-        try:
-            line = self._lines.get(timeout=support.WAIT)
-        except queue.Empty:
-            raise AssertionError("no output within %s s; so far: %r"
-                                 % (support.WAIT, self.output)) from None
-        if line is None:
-            self._lines.put(None)
-            raise AssertionError("the process ended (status %s); output: %r"
-                                 % (self.proc.wait(support.WAIT), self.output))
-        self.output.append(line)
-        return line
-
-    def ctrl_c(self):
-        """Stop it as a user would, with Ctrl+C; returns its exit status, or None when SIGINT
-        cannot reach it (Windows, or ignored here and so in the child: the cleanup ends it)."""
-        if os.name == "nt" or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-            return None
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            code = self.proc.wait(support.WAIT)
-        except subprocess.TimeoutExpired:
-            raise AssertionError("Ctrl+C did not stop it; output: %r" % self.output) from None
-        self._reader.join(support.WAIT)
-        while True:
-            line = self._lines.get_nowait()
-            if line is None:
-                self._lines.put(None)
-                return code
-            self.output.append(line)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(support.WAIT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(support.WAIT)
-        self.proc.stdout.close()
 
 
 def shell_commands(text):
@@ -369,7 +304,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         first, second = self.folder(), self.folder()
         for folder in (first, second):
             self.write(folder, "app.py", text)
-        host = Running(self, [sys.executable, "app.py"], first, block_env())
+        host = support.LineProcess(self, [sys.executable, "app.py"], first, block_env())
         self.assertEqual(host.next_line(), self.ready_line(block))
 
         launch = run([sys.executable, "app.py", *args], second, block_env())
@@ -503,7 +438,8 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         self.write(first, "open-with.sh", with_port(block, port, "--port 50123"))
 
         # Nothing runs: the wrapper starts the application, which becomes the host.
-        host = Running(self, ["bash", "open-with.sh", "notes.txt"], first, block_env(shims))
+        host = support.LineProcess(self, ["bash", "open-with.sh", "notes.txt"], first,
+                                   block_env(shims))
         self.assertTrue(host.next_line().startswith("socket-singleton: "), host.output)
         self.assertEqual(host.next_line(), self.ready_line(app_block))
         # It runs: the wrapper hands the arguments over.
