@@ -71,6 +71,7 @@ class Listener:
         self._completed: Deque[Pending] = deque()
         self._stop_requested = False
         self._draining = False  # release_threshold reached: serve what is open, accept nothing
+        self._close_at: Optional[float] = None  # then, when to let the port go at the latest
         self._accepting = True
         self._selector = selectors.DefaultSelector()
         self._max_connections = MAX_CONNECTIONS
@@ -128,7 +129,8 @@ class Listener:
 
     def _run(self) -> None:
         try:
-            while not self._stop_requested and not (self._draining and not self._conns):
+            while not self._stop_requested and not (
+                    self._draining and not self._conns and not self.listening):
                 for key, mask in self._selector.select(self._next_timeout()):
                     key.data(mask)
                 self._handle_completed()
@@ -137,6 +139,9 @@ class Listener:
                 if self._accept_again_at is not None and now >= self._accept_again_at:
                     self._accept_again_at = None
                     self._resume_accepting()
+                if self._close_at is not None and now >= self._close_at:
+                    self._close_at = None
+                    self._close_listening()
         except Exception:  # noqa: BLE001 - a bug here must not leave the port held by a dead thread
             _log.warning(self._verbose, "listener failed; releasing the port", exc_info=True)
         finally:
@@ -144,8 +149,9 @@ class Listener:
 
     def _next_timeout(self) -> Optional[float]:
         deadlines = [conn.deadline for conn in self._conns]
-        if self._accept_again_at is not None:
-            deadlines.append(self._accept_again_at)
+        for moment in (self._accept_again_at, self._close_at):
+            if moment is not None:
+                deadlines.append(moment)
         if not deadlines:
             return None  # idle: sleep until a peer or a wake-up arrives
         return max(0.0, min(deadlines) - time.monotonic())
@@ -224,8 +230,12 @@ class Listener:
         on_done = self.complete if conn.framed else None
         status, detail, item, final = self._on_launch(args, cwd, pid, on_done)
         if final:
+            # release_threshold: accept nothing more (new peers wait in the backlog, and are
+            # refused when the port goes), deliver this launch, then the host releases. Should
+            # the observers be slow or absent, the port goes after DELIVERY_WAIT all the same.
             self._draining = True
-            self._close_listening()
+            self._pause_accepting()
+            self._close_at = time.monotonic() + DELIVERY_WAIT
         if item is None or not conn.framed:
             return status, detail
         if item.state == DONE:

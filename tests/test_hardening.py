@@ -276,6 +276,36 @@ class TestExactArguments(HostTestCase):
             self.assertEqual(app.clients, 1)
 
 
+class TestThresholdOrder(HostTestCase):
+    """release_threshold: the launch that reaches it is delivered, then the port is released."""
+
+    def test_delivered_while_the_port_is_still_held(self):
+        app = self.host(release_threshold=2)
+        seen = []
+        app.trace(lambda args: seen.append((args, app.listening)))
+        self.assertEqual(hand_off(app.port, ["first"]).reason, "delivered")
+        self.assertEqual(hand_off(app.port, ["last"]).reason, "delivered")
+        self.assertEqual(seen, [(("first",), True), (("last",), True)])
+        # ... and released right after: the next launch becomes the host.
+        with mock.patch.object(sys, "argv", ["app", "next"]):
+            successor = Socket_Singleton(port=app.port, handoff_timeout=support.WAIT)
+        successor.release()
+        self.assertFalse(app.listening)
+
+    def test_a_blocked_observer_does_not_keep_the_port(self):
+        unblock = threading.Event()
+        self.addCleanup(unblock.set)
+        with mock.patch.object(_host, "DELIVERY_WAIT", 0.2):
+            app = self.host(release_threshold=1)
+            app.trace(lambda args: unblock.wait(support.WAIT))
+            self.assertEqual(hand_off(app.port, ["stuck"]).reason, "queued")
+            # The observer is still blocked, yet the port goes: a new launch takes it.
+            with mock.patch.object(sys, "argv", ["app"]):
+                successor = Socket_Singleton(port=app.port, handoff_timeout=support.WAIT)
+            successor.release()
+        unblock.set()
+
+
 class TestPendingLaunches(HostTestCase):
 
     def setUp(self):
