@@ -81,7 +81,7 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
             return finished.outcome
         except _Retry as retry:
             if retry.refused and not take:
-                return Outcome(_errors.NOT_RUNNING, "nothing listens on %s:%d" % (address, port))
+                return _not_running(address, port)
             # Our own host closes a hand-off without an answer only when it goes away (and
             # several may go in a row, each taken over by another launch), so such a close is
             # retried; only one that goes on until the deadline means a foreign program.
@@ -97,8 +97,12 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
 
 
 def _foreign_closer() -> "Outcome":
-    return Outcome(_errors.FOREIGN, "the program on the port keeps closing the connection "
-                   "without answering; it is not a Socket_Singleton host")
+    return Outcome(_errors.FOREIGN, "the program on the port closes the connection without "
+                   "answering; it is not a Socket_Singleton host")
+
+
+def _not_running(address: str, port: int) -> "Outcome":
+    return Outcome(_errors.NOT_RUNNING, "nothing listens on %s:%d" % (address, port))
 
 
 def probe(address: str, port: int, secret: "Optional[str]", timeout: float) -> "Outcome":
@@ -115,12 +119,11 @@ def probe(address: str, port: int, secret: "Optional[str]", timeout: float) -> "
         return finished.outcome
     except _Retry as retry:
         if retry.refused:
-            return Outcome(_errors.NOT_RUNNING, "nothing listens on %s:%d" % (address, port))
+            return _not_running(address, port)
         if not retry.before_welcome:
             return Outcome(_errors.NOT_RUNNING, "the host on %s:%d is releasing the port"
                            % (address, port))
-        return Outcome(_errors.FOREIGN, "the program on the port closed the connection "
-                       "without answering; it is not a Socket_Singleton host")
+        return _foreign_closer()
     return Outcome(HOST_FOUND, "a Socket_Singleton host answered", welcome.pid)
 
 
@@ -187,7 +190,7 @@ def _hand_off(sock: socket.socket, args: "Tuple[str, ...]", secret: "Optional[st
     welcome = _greet(sock, secret, deadline)
     pid = welcome.pid
     message = _wire.encode_launch(welcome.client_proof, os.getpid(), _cwd(), args)
-    size = len(message) - _wire.HEADER_SIZE - len(welcome.client_proof)
+    size = _wire.launch_fields_size(len(message) - _wire.HEADER_SIZE, len(welcome.client_proof))
     if size > welcome.limit:
         raise _Finished(_errors.REJECTED, "the arguments take %d bytes; the running instance "
                         "accepts at most %d" % (size, welcome.limit), pid)

@@ -155,11 +155,13 @@ class Dispatcher:
                 item = self._queue.popleft()
                 self._pending_bytes -= item.size
                 item.state = TAKEN
-                everyone = [(observer, args, kwargs, since)
-                            for observer, (args, kwargs, since) in self._observers.items()]
-                observers = [entry[:3] for entry in everyone if entry[3] <= item.seq]
+                registered = list(self._observers.items())
+                observers = [(observer, args, kwargs)
+                             for observer, (args, kwargs, since) in registered
+                             if since <= item.seq]
                 if not observers:  # whoever saw it arrive is gone: better late than lost
-                    observers = [entry[:3] for entry in everyone]
+                    observers = [(observer, args, kwargs)
+                                 for observer, (args, kwargs, _) in registered]
             try:
                 for observer, args, kwargs in observers:
                     with self._cond:  # not after release() or its own untrace() returned

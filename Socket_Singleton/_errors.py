@@ -24,6 +24,11 @@ _EXPLANATIONS = {
 }
 
 
+def explain(reason: str, detail: str) -> str:
+    """The sentence that says what became of the arguments."""
+    return _EXPLANATIONS[reason].format(detail=detail)
+
+
 class MultipleSingletonsError(Exception):
     """Another instance holds the port.
 
@@ -49,7 +54,7 @@ class MultipleSingletonsError(Exception):
         super().__init__(
             "\nApplication is already bound & listening @ %s on port %d. Multiple instances "
             "are disallowed in the current context. %s"
-            % (address, port, _EXPLANATIONS[reason].format(detail=detail))
+            % (address, port, explain(reason, detail))
         )
 
     def __reduce__(self) -> "tuple[object, ...]":

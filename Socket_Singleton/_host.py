@@ -56,7 +56,8 @@ class Listener:
     """Owns the listening socket, the accepted connections and the I/O thread.
 
     ``on_launch`` runs on the I/O thread for each complete, verified launch. ``stop()`` may
-    be called from any thread; when it returns, the port is free.
+    be called from any thread; when it returns on another thread than the I/O thread, the
+    port is free (on the I/O thread, only the listening socket is closed at once).
     """
 
     def __init__(self, sock: socket.socket, name: str, verbose: bool, secret: Optional[str],
@@ -64,6 +65,8 @@ class Listener:
         self._sock = sock
         self._verbose = verbose
         self._secret = secret
+        # What a plain message may carry beyond MAX_MESSAGE_SIZE: the secret field and its NUL.
+        self._secret_field = 0 if secret is None else len(_wire.secret_bytes(secret)) + 1
         self._on_launch = on_launch
         self._withdraw = withdraw
         self._conns: Set[_Connection] = set()
@@ -346,7 +349,6 @@ class _Connection:
             self._advance()
 
     def _advance(self) -> None:
-        secret_size = len(self.listener._secret or "") * 4 + 1
         if self.state == _SNIFF:
             prefix = _wire.PREAMBLE[:len(self.buf)]
             if not self.buf.startswith(prefix):
@@ -355,13 +357,13 @@ class _Connection:
                 self._consume(len(_wire.PREAMBLE))
                 self.state = _HELLO
         if self.state == _PLAIN:
-            if len(self.buf) > MAX_MESSAGE_SIZE + secret_size:
+            if len(self.buf) > MAX_MESSAGE_SIZE + self.listener._secret_field:
                 self._warn("message exceeds %d bytes; refused whole", MAX_MESSAGE_SIZE)
                 self.listener.forget(self)
             return
         while self.state in (_HELLO, _LAUNCH):
             try:
-                found = _wire.split_frame(self.buf, MAX_MESSAGE_SIZE + _wire.PROOF_SIZE + 8)
+                found = _wire.split_frame(self.buf, _wire.launch_frame_limit(MAX_MESSAGE_SIZE))
                 if found is None:
                     return
                 kind, payload, used = found

@@ -136,10 +136,9 @@ class Socket_Singleton:
         if self.strict:
             if outcome.reason in _SUCCESS:
                 raise SystemExit
-            err = MultipleSingletonsError(self.address, self.port, outcome.reason,
-                                          outcome.detail, outcome.host_pid)
             raise SystemExit("Socket_Singleton: another instance holds %s:%d. %s"
-                             % (self.address, self.port, str(err).rsplit(". ", 1)[-1]))
+                             % (self.address, self.port,
+                                _errors.explain(outcome.reason, outcome.detail)))
         raise MultipleSingletonsError(self.address, self.port, outcome.reason,
                                       outcome.detail, outcome.host_pid)
 

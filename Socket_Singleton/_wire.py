@@ -122,6 +122,17 @@ def encode_launch(client_proof: bytes, pid: int, cwd: str, args: "tuple[str, ...
     return frame(LAUNCH, client_proof + head + body)
 
 
+def launch_fields_size(payload_size: int, proof_size: int) -> int:
+    """The bytes of a LAUNCH payload that the host's announced limit counts: the fields
+    (working directory and arguments, with their NULs), not the proof, pid or argc."""
+    return payload_size - proof_size - _LAUNCH_HEAD
+
+
+def launch_frame_limit(limit: int) -> int:
+    """The largest LAUNCH payload a host with this announced limit accepts."""
+    return limit + PROOF_SIZE + _LAUNCH_HEAD
+
+
 def decode_launch(payload: bytes, proof_size: int) -> "tuple[bytes, int, str, tuple[str, ...]]":
     """Return ``(client_proof, pid, cwd, args)``."""
     head = proof_size + _LAUNCH_HEAD
@@ -132,11 +143,9 @@ def decode_launch(payload: bytes, proof_size: int) -> "tuple[bytes, int, str, tu
     body = payload[head:]
     if not body.endswith(b"\0"):
         raise ProtocolError("launch fields are not NUL-terminated")
-    fields = body[:-1].split(b"\0")
-    if argc >= MAX_ARGS or len(fields) != argc + 1:
-        raise ProtocolError(
-            "launch announces %d arguments but carries %d" % (argc, len(fields) - 1))
     cwd, *args = _decode_fields(body[:-1])
+    if len(args) != argc:
+        raise ProtocolError("launch announces %d arguments but carries %d" % (argc, len(args)))
     return payload[:proof_size], pid, cwd, tuple(args)
 
 
@@ -186,6 +195,7 @@ def _decode_fields(body: bytes) -> "list[str]":
 
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
+
 
 def looks_like_http(data: bytes) -> bool:
     """Whether *data* starts with an HTTP request line ("POST /x HTTP/1.1"): a web page can

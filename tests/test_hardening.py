@@ -263,6 +263,18 @@ class TestExactArguments(HostTestCase):
             self.assertEqual(collector.received, [("after",)])
             self.assertEqual(app.clients, 1)
 
+    def test_framed_launch_exactly_at_the_limit_is_delivered(self):
+        # The announced limit counts the fields (working directory and arguments with their
+        # NULs); client and host agree on it to the byte.
+        with mock.patch.object(_host, "MAX_MESSAGE_SIZE", 1024):
+            app = self.host()
+            collector = support.Collector()
+            app.trace(collector)
+            room = 1024 - len(os.fsencode(os.getcwd())) - 2  # the cwd and the two NULs
+            self.assertEqual(hand_off(app.port, ["f" * room]).reason, "delivered")
+            self.assertEqual(hand_off(app.port, ["f" * (room + 1)]).reason, "rejected")
+            self.assertEqual(collector.received, [("f" * room,)])
+
     def test_oversize_launch_from_a_real_process(self):
         with mock.patch.object(_host, "MAX_MESSAGE_SIZE", 4096):
             app = self.host()
