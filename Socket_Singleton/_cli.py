@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from . import __version__, _client, _errors
+from . import __version__, _client, _errors, _net
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -14,13 +14,16 @@ if TYPE_CHECKING:
 
 PROG = "socket-singleton"
 
-OK, USAGE, NOT_RUNNING, FOREIGN, NO_ANSWER, REFUSED = 0, 2, 3, 4, 5, 6
+OK, USAGE, NOT_RUNNING, FOREIGN, NO_ANSWER, REFUSED, LOCAL = 0, 2, 3, 4, 5, 6, 7
 EXIT_CODES = {
     _client.HOST_FOUND: OK,
     _errors.DELIVERED: OK,
     _errors.QUEUED: OK,
     _errors.NOT_RUNNING: NOT_RUNNING,
+    _errors.PORT_BUSY: NOT_RUNNING,
     _errors.FOREIGN: FOREIGN,
+    _errors.LEGACY: FOREIGN,
+    _errors.LOCAL_ERROR: LOCAL,
     _errors.NO_ANSWER: NO_ANSWER,
     _errors.SECRET_MISMATCH: REFUSED,
     _errors.IGNORED: REFUSED,
@@ -36,10 +39,11 @@ examples:
 exit codes:
   0  status: a Socket_Singleton host answered; send: the host took the arguments
   2  the command line is wrong
-  3  nothing listens on the port
-  4  a program that is not a Socket_Singleton host holds the port
+  3  nothing listens on the port (it may be free, or in use by a connection)
+  4  a program that is not a Socket_Singleton host holds the port (2.0.0, say)
   5  no answer within --timeout
   6  refused: secret mismatch, max_clients reached, or too large
+  7  this process could not make a connection (out of descriptors or memory)
 """ % {"prog": PROG}  # spelled out: in a subcommand's help %(prog)s would be "... status"
 
 
@@ -93,7 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _fail("environment variable %s is not set" % options.secret_env)
     if not 0 < options.timeout < 24 * 3600:  # also refuses nan
         _fail("--timeout must be a number of seconds greater than 0")
-    where = "%s:%d" % (options.address, options.port)
+    where = _net.where(options.address, options.port)
     if options.command == "status":
         outcome = _client.probe(options.address, options.port, secret, options.timeout)
         if outcome.reason == _client.HOST_FOUND:

@@ -1,5 +1,6 @@
 """The launching side: take the port if it is free, else hand our arguments to its host."""
 
+import errno
 import os
 import socket
 import time
@@ -12,6 +13,22 @@ if TYPE_CHECKING:
 
 _ANSWER_LIMIT = 64 * 1024  # no frame from a host is anywhere near this big
 HOST_FOUND = "host"  # probe(): a Socket_Singleton host answered
+# A port that is bound but refuses connections for this long has no host: a host listens within
+# microseconds of binding, and a host that releases frees the port at once.
+PORT_BUSY_AFTER = 0.2
+# Connections in a row that the holder closes cleanly without a banner before it is called a
+# program that does not speak this protocol (most likely 2.0.0, which reads and closes). One such
+# close may be a host that died at that instant; two in a row are not.
+SILENT_CLOSES = 2
+LEGACY_LIMIT = 1024  # a 2.0.0 host reads one chunk of this many bytes and drops the rest
+# Errors of our own process, not of the program on the port.
+_LOCAL_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+# Why an attempt did not end the hand-off; claim() decides whether to try again.
+_REFUSED = "refused"  # nothing accepted the connection: bound but not listening, or released
+_SILENT = "silent"  # closed cleanly before the banner: a 2.0.0 host, or a host that just died
+_GONE = "gone"  # reset, closed after the banner, or answered "retry": a host going away
+_LOST = "lost"  # as _GONE, but after our launch left: the host may hold it (it knows its id)
 
 
 class Outcome:
@@ -23,21 +40,6 @@ class Outcome:
         self.reason = reason
         self.detail = detail
         self.host_pid = host_pid
-
-
-class _Finished(Exception):
-    """The hand-off is over; ``outcome`` says how."""
-
-    def __init__(self, reason: str, detail: str = "", host_pid: "Optional[int]" = None) -> None:
-        self.outcome = Outcome(reason, detail, host_pid)
-
-
-class _Retry(Exception):
-    """The host went away during the hand-off; the port may be free, or have a new host."""
-
-    def __init__(self, before_welcome: bool = False, refused: bool = False) -> None:
-        self.before_welcome = before_welcome
-        self.refused = refused
 
 
 class _Welcome:
@@ -55,16 +57,22 @@ class _Welcome:
 
 
 def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: "Optional[str]",
-          timeout: float, take: bool = True) -> "Union[socket.socket, Outcome]":
+          timeout: float, take: bool = True,
+          legacy: bool = False) -> "Union[socket.socket, Outcome]":
     """Become the host (returns the listening socket) or hand *args* to the host.
 
     Retries while the host is going away, so that a launch either becomes the next host or
-    is acknowledged by one, all within *timeout* seconds. With ``take=False`` the port is
-    never bound: a port nobody listens on ends with ``not-running``.
+    is acknowledged by one, all within *timeout* seconds; a retried launch keeps its id, so a
+    host that already took it answers again instead of taking it twice. With ``take=False``
+    the port is never bound: a port nobody listens on ends with ``not-running``. With
+    *legacy*, a holder that closes without answering gets the arguments in the 2.0.0 form.
     """
     deadline = time.monotonic() + timeout
+    launch_id = os.urandom(_wire.ID_SIZE)
     delay = 0.002
-    closed_before_welcome = False
+    silent = 0
+    refused_since: Optional[float] = None
+    sent = False  # a launch of ours reached a host that then went away without answering
     while True:
         if take:
             sock = _net.listen_exclusively(address, port)
@@ -72,37 +80,35 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
                 return sock
         if not send:
             return Outcome(_errors.NOT_SENT)
-        try:
-            with _connect(address, port, deadline) as conn:
-                return _hand_off(conn, args, secret, deadline)
-        except _Finished as finished:
-            if closed_before_welcome and finished.outcome.reason == _errors.NO_ANSWER:
-                return _foreign_closer()  # the deadline cut short the last of its closes
-            return finished.outcome
-        except _Retry as retry:
-            if retry.refused and not take:
-                return _not_running(address, port)
-            # Our own host closes a hand-off without an answer only when it goes away (and
-            # several may go in a row, each taken over by another launch), so such a close is
-            # retried; only one that goes on until the deadline means a foreign program.
-            closed_before_welcome = retry.before_welcome
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            if closed_before_welcome:
-                return _foreign_closer()
+        if legacy and silent:
+            result = _send_plain(address, port, args, deadline)
+        else:
+            result = _attempt(address, port, args, secret, launch_id, deadline)
+        if isinstance(result, Outcome):
+            return result
+        now = time.monotonic()
+        if result == _REFUSED:
+            if not take:
+                return _not_running()
+            if refused_since is None:
+                refused_since = now
+            elif now - refused_since >= PORT_BUSY_AFTER:
+                return _port_busy()
+        else:
+            refused_since = None
+        silent = silent + 1 if result == _SILENT else 0
+        if silent >= SILENT_CLOSES:
+            return _legacy_holder()
+        sent = sent or result == _LOST
+        if now >= deadline:
+            if sent:
+                return Outcome(_errors.NO_ANSWER, "the launch reached a host that went away "
+                               "without answering, and no host answered within %g s; it may "
+                               "have been delivered" % timeout)
             return Outcome(_errors.NO_ANSWER, "the port stayed busy but no host took the "
                            "launch within %g s" % timeout)
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, 0.25 if closed_before_welcome else 0.05)
-
-
-def _foreign_closer() -> "Outcome":
-    return Outcome(_errors.FOREIGN, "the program on the port closes the connection without "
-                   "answering; it is not a Socket_Singleton host")
-
-
-def _not_running(address: str, port: int) -> "Outcome":
-    return Outcome(_errors.NOT_RUNNING, "nothing listens on %s:%d" % (address, port))
+        time.sleep(min(delay, deadline - now))
+        delay = min(delay * 2, 0.05)
 
 
 def probe(address: str, port: int, secret: "Optional[str]", timeout: float) -> "Outcome":
@@ -112,113 +118,166 @@ def probe(address: str, port: int, secret: "Optional[str]", timeout: float) -> "
     (verified against *secret* when given), else why not.
     """
     deadline = time.monotonic() + timeout
+    conn = _connect(address, port, deadline)
+    if isinstance(conn, Outcome):
+        return conn
+    if not isinstance(conn, socket.socket):  # refused
+        return _not_running()
+    with conn:
+        welcome = _greet(conn, secret, deadline)
+    if isinstance(welcome, _Welcome):
+        return Outcome(HOST_FOUND, "a Socket_Singleton host answered", welcome.pid)
+    if welcome == _SILENT:
+        return _legacy_holder()
+    if isinstance(welcome, Outcome):
+        return welcome
+    return Outcome(_errors.NOT_RUNNING, "the host on the port is releasing it")
+
+
+def _attempt(address: str, port: int, args: "Tuple[str, ...]", secret: "Optional[str]",
+             launch_id: bytes, deadline: float) -> "Union[Outcome, str]":
+    """One connection's try at handing *args* over."""
+    conn = _connect(address, port, deadline)
+    if not isinstance(conn, socket.socket):
+        return conn
+    with conn:
+        welcome = _greet(conn, secret, deadline)
+        if not isinstance(welcome, _Welcome):
+            return welcome
+        return _hand_off(conn, welcome, args, launch_id, deadline)
+
+
+def _connect(address: str, port: int, deadline: float) -> "Union[socket.socket, Outcome, str]":
     try:
-        with _connect(address, port, deadline) as conn:
-            welcome = _greet(conn, secret, deadline)
-    except _Finished as finished:
-        return finished.outcome
-    except _Retry as retry:
-        if retry.refused:
-            return _not_running(address, port)
-        if not retry.before_welcome:
-            return Outcome(_errors.NOT_RUNNING, "the host on %s:%d is releasing the port"
-                           % (address, port))
-        return _foreign_closer()
-    return Outcome(HOST_FOUND, "a Socket_Singleton host answered", welcome.pid)
-
-
-def _connect(address: str, port: int, deadline: float) -> socket.socket:
-    sock = socket.socket(_net.family_of(address), socket.SOCK_STREAM)
+        sock = socket.socket(_net.family_of(address), socket.SOCK_STREAM)
+    except OSError as err:
+        return _local_error(err)
     try:
         _set_timeout(sock, deadline)
         sock.connect((address, port))
     except (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError):
         sock.close()
-        raise _Retry(refused=True) from None  # bound but not (or no longer) listening
+        return _REFUSED  # bound but not (or no longer) listening
     except socket.timeout:
         sock.close()
-        raise _Finished(_errors.NO_ANSWER, "the program on the port did not accept a "
-                        "connection in time") from None
+        return Outcome(_errors.NO_ANSWER, "the program on the port did not accept a "
+                       "connection in time")
     except OSError as err:
         sock.close()
-        raise _Finished(_errors.NO_ANSWER, "could not connect: %s" % err) from None
+        if err.errno in _LOCAL_ERRORS:
+            return _local_error(err)
+        return Outcome(_errors.NO_ANSWER, "could not connect: %s" % err)
     return sock
 
 
-def _greet(sock: socket.socket, secret: "Optional[str]", deadline: float) -> "_Welcome":
-    """Say hello and check that the answer comes from a Socket_Singleton host that knows
-    *secret* (or, without one, that wants none). Nothing of the user's is sent here."""
+def _greet(sock: socket.socket, secret: "Optional[str]",
+           deadline: float) -> "Union[_Welcome, Outcome, str]":
+    """Check that the peer is a Socket_Singleton host that knows *secret* (or, without one,
+    that wants none). Nothing of the user's is sent here."""
     client_nonce = os.urandom(_wire.NONCE_SIZE)
     try:
         _set_timeout(sock, deadline)
-        sock.sendall(_wire.PREAMBLE + _wire.frame(_wire.HELLO, client_nonce))
+        sock.sendall(_wire.PREAMBLE)
+        banner = _read_exactly(sock, len(_wire.BANNER), deadline)
+    except socket.timeout:
+        return Outcome(_errors.NO_ANSWER, "the program on the port accepted the connection but "
+                       "did not answer in time (a host that is very busy, or a program that "
+                       "does not speak this protocol)")
+    except EOFError:
+        return _SILENT
+    except ConnectionError:
+        return _GONE  # reset: a host that died with our preamble unread
+    except OSError as err:
+        return _failed(err, _GONE)
+    if banner != _wire.BANNER:
+        return _foreign(_wire.describe_answer(banner))
+    try:
+        sock.sendall(_wire.frame(_wire.HELLO, client_nonce))
         kind, payload = _read_frame(sock, deadline)
     except socket.timeout:
-        raise _Finished(_errors.NO_ANSWER, "the program on the port did not answer in time") \
-            from None
+        return Outcome(_errors.NO_ANSWER, "the host did not answer in time")
     except (ConnectionError, EOFError):
-        raise _Retry(before_welcome=True) from None
-    except (_wire.ProtocolError, OSError) as err:
-        raise _Finished(_errors.FOREIGN, "the program on the port is not a Socket_Singleton "
-                        "host (%s)" % err) from None
+        return _GONE  # a host going away between its banner and its welcome
+    except _wire.ProtocolError as err:
+        return _foreign(str(err))
+    except OSError as err:
+        return _failed(err, _GONE)
     if kind == _wire.ACK and payload[:1] == _wire.RETRY:
-        raise _Retry()  # a host that is releasing answers the hello with "retry"
+        return _GONE  # a host that is releasing answers the hello with "retry"
+    if kind != _wire.WELCOME:
+        return _foreign("it answered out of turn")
     try:
-        if kind != _wire.WELCOME:
-            raise _wire.ProtocolError("unexpected answer")
         pid, limit, needs_secret, host_nonce, host_proof = _wire.decode_welcome(payload)
     except _wire.ProtocolError as err:
-        raise _Finished(_errors.FOREIGN, "the program on the port is not a Socket_Singleton "
-                        "host (%s)" % err) from None
+        return _foreign(str(err))
 
+    problem = ""
     if needs_secret and secret is None:
-        raise _Finished(_errors.SECRET_MISMATCH, "the running instance requires a secret", pid)
+        problem = "the running instance requires a secret"
+    elif secret is not None and not needs_secret:
+        problem = "the running instance does not use a secret"
+    elif secret is not None and not _wire.same(
+            host_proof, _wire.proof(secret, b"host", client_nonce, host_nonce)):
+        problem = "the running instance does not know the same secret"
+    if problem:
+        _say_bye(sock, problem)
+        return Outcome(_errors.SECRET_MISMATCH, problem, pid)
     client_proof = b""
     if secret is not None:
-        if not needs_secret:
-            raise _Finished(_errors.SECRET_MISMATCH,
-                            "the running instance does not use a secret", pid)
-        if not _wire.same(host_proof, _wire.proof(secret, b"host", client_nonce, host_nonce)):
-            raise _Finished(_errors.SECRET_MISMATCH,
-                            "the running instance does not know the same secret", pid)
         client_proof = _wire.proof(secret, b"client", host_nonce, client_nonce)
     return _Welcome(pid, limit, client_nonce, host_nonce, client_proof)
 
 
-def _hand_off(sock: socket.socket, args: "Tuple[str, ...]", secret: "Optional[str]",
-              deadline: float) -> "Outcome":
-    welcome = _greet(sock, secret, deadline)
+def _say_bye(sock: socket.socket, reason: str) -> None:
+    """Tell the host why we give up, so that a host with ``verbose=True`` can log it."""
+    try:
+        sock.sendall(_wire.frame(_wire.BYE, reason.encode("utf-8")))
+    except OSError:  # it is only a courtesy
+        pass
+
+
+def _hand_off(sock: socket.socket, welcome: "_Welcome", args: "Tuple[str, ...]",
+              launch_id: bytes, deadline: float) -> "Union[Outcome, str]":
     pid = welcome.pid
-    message = _wire.encode_launch(welcome.client_proof, os.getpid(), _cwd(), args)
+    message = _wire.encode_launch(welcome.client_proof, launch_id, os.getpid(), _cwd(), args)
     size = _wire.launch_fields_size(len(message) - _wire.HEADER_SIZE, len(welcome.client_proof))
     if size > welcome.limit:
-        raise _Finished(_errors.REJECTED, "the arguments take %d bytes; the running instance "
-                        "accepts at most %d" % (size, welcome.limit), pid)
+        reason = "the arguments take %d bytes; the running instance accepts at most %d" \
+            % (size, welcome.limit)
+        _say_bye(sock, reason)
+        return Outcome(_errors.REJECTED, reason, pid)
     try:
         _set_timeout(sock, deadline)
         sock.sendall(message)
+    except socket.timeout:
+        return Outcome(_errors.NO_ANSWER, "the running instance did not take the launch in "
+                       "time", pid)
+    except OSError as err:
+        return _failed(err, _LOST)  # it may have taken the launch; a retry says so
+    try:
         kind, payload = _read_frame(sock, deadline)
     except socket.timeout:
-        raise _Finished(_errors.NO_ANSWER, "the running instance did not acknowledge the "
-                        "launch in time", pid) from None
+        return Outcome(_errors.NO_ANSWER, "the running instance took the launch but did not "
+                       "acknowledge it in time; it may still deliver it", pid)
     except (ConnectionError, EOFError):
-        raise _Retry() from None  # it died holding our launch: try the next host
-    except (_wire.ProtocolError, OSError) as err:
-        raise _Finished(_errors.REJECTED, "the hand-off failed: %s" % err, pid) from None
+        return _LOST  # it went away holding our launch: ask the next host (or this one again)
+    except _wire.ProtocolError as err:
+        return Outcome(_errors.REJECTED, "the hand-off failed: %s" % err, pid)
+    except OSError as err:
+        return _failed(err, _LOST)
     if kind != _wire.ACK:
-        raise _Finished(_errors.REJECTED, "the running instance answered out of turn", pid)
-    _raise_ack(payload, pid)
-    raise AssertionError("unreachable")  # pragma: no cover
+        return Outcome(_errors.REJECTED, "the running instance answered out of turn", pid)
+    return _acknowledged(payload, pid)
 
 
-def _raise_ack(payload: bytes, pid: "Optional[int]") -> None:
-    """Turn an acknowledgement into _Finished, or _Retry for "the host is going away"."""
+def _acknowledged(payload: bytes, pid: int) -> "Union[Outcome, str]":
+    """What an acknowledgement says: an outcome, or _GONE for "the host is going away"."""
     try:
         status, detail = _wire.decode_ack(payload)
     except _wire.ProtocolError as err:
-        raise _Finished(_errors.REJECTED, str(err), pid) from None
+        return Outcome(_errors.REJECTED, str(err), pid)
     if status == _wire.RETRY:
-        raise _Retry()
+        return _GONE
     reason = {
         _wire.DELIVERED: _errors.DELIVERED,
         _wire.QUEUED: _errors.QUEUED,
@@ -226,7 +285,27 @@ def _raise_ack(payload: bytes, pid: "Optional[int]") -> None:
     }.get(status, _errors.REJECTED)
     if reason == _errors.REJECTED and not detail:
         detail = "refused by the running instance"
-    raise _Finished(reason, detail, pid)
+    return Outcome(reason, detail, pid)
+
+
+def _send_plain(address: str, port: int, args: "Tuple[str, ...]",
+                deadline: float) -> "Union[Outcome, str]":
+    """Hand *args* to a holder that does not speak this protocol, in 2.0.0's form."""
+    message = _wire.encode_plain(args)
+    if len(message) > LEGACY_LIMIT:
+        return Outcome(_errors.LEGACY, "the arguments take %d bytes, more than the %d an "
+                       "instance running 2.0.0 reads; nothing was sent"
+                       % (len(message), LEGACY_LIMIT))
+    conn = _connect(address, port, deadline)
+    if not isinstance(conn, socket.socket):
+        return conn
+    with conn:
+        try:
+            conn.sendall(message)
+        except OSError as err:
+            return Outcome(_errors.NO_ANSWER, "could not send the arguments: %s" % err)
+    return Outcome(_errors.SENT_LEGACY, "the program on the port does not speak this "
+                   "protocol, so they went in the 2.0.0 form, which has none (legacy_handoff=True)")
 
 
 def _read_frame(sock: socket.socket, deadline: float) -> "Tuple[bytes, bytes]":
@@ -235,11 +314,28 @@ def _read_frame(sock: socket.socket, deadline: float) -> "Tuple[bytes, bytes]":
         found = _wire.split_frame(buf, _ANSWER_LIMIT)
         if found is not None:
             return found[0], found[1]
-        _set_timeout(sock, deadline)
-        data = sock.recv(_ANSWER_LIMIT)
-        if not data:
-            raise EOFError
-        buf += data
+        buf += _recv(sock, _ANSWER_LIMIT, deadline)
+
+
+def _read_exactly(sock: socket.socket, size: int, deadline: float) -> bytes:
+    buf = b""
+    while len(buf) < size:
+        buf += _recv(sock, size - len(buf), deadline)
+    return buf
+
+
+def _recv(sock: socket.socket, size: int, deadline: float) -> bytes:
+    """One read; past the deadline, only what has already arrived (an answer that came in
+    time is honoured even when this process was descheduled until after the deadline)."""
+    remaining = deadline - time.monotonic()
+    sock.settimeout(max(remaining, 0.0))
+    try:
+        data = sock.recv(size)
+    except BlockingIOError:  # nothing had arrived by the deadline
+        raise socket.timeout("timed out") from None
+    if not data:
+        raise EOFError
+    return data
 
 
 def _set_timeout(sock: socket.socket, deadline: float) -> None:
@@ -247,6 +343,36 @@ def _set_timeout(sock: socket.socket, deadline: float) -> None:
     if remaining <= 0:
         raise socket.timeout("timed out")
     sock.settimeout(remaining)
+
+
+def _failed(err: OSError, otherwise: str) -> "Union[Outcome, str]":
+    return _local_error(err) if err.errno in _LOCAL_ERRORS else otherwise
+
+
+def _local_error(err: OSError) -> "Outcome":
+    return Outcome(_errors.LOCAL_ERROR, "this process could not use a socket: %s" % err)
+
+
+def _foreign(why: str) -> "Outcome":
+    return Outcome(_errors.FOREIGN, "the program on the port is not a Socket_Singleton host "
+                   "(%s)" % why)
+
+
+def _legacy_holder() -> "Outcome":
+    return Outcome(_errors.LEGACY, "the program on the port closes connections without "
+                   "answering: most likely an instance running socket-singleton 2.0.0 or older, "
+                   "which cannot acknowledge a launch; quit it and launch again, or pass "
+                   "legacy_handoff=True to hand it the arguments all the same")
+
+
+def _not_running() -> "Outcome":
+    return Outcome(_errors.NOT_RUNNING, "nothing listens on the port")
+
+
+def _port_busy() -> "Outcome":
+    return Outcome(_errors.PORT_BUSY, "nothing listens on the port, yet it is in use (by "
+                   "another program's connection, or held by the system after one closed); "
+                   "choose a port outside the system's ephemeral range")
 
 
 def _cwd() -> str:

@@ -101,6 +101,10 @@ class Dispatcher:
         with self._cond:
             return len(self._observers)
 
+    def observers(self) -> Tuple[Observer, ...]:
+        with self._cond:
+            return tuple(self._observers)
+
     def pending(self) -> Tuple[Launch, ...]:
         with self._cond:
             return tuple(item.launch for item in self._queue)
@@ -169,9 +173,10 @@ class Dispatcher:
                             continue
                     try:
                         observer(item.launch, *args, **kwargs)
-                    except BaseException:  # noqa: BLE001 - even sys.exit() must not end dispatch
-                        _log.warning(self._verbose, "observer %r raised an exception",
-                                     observer, exc_info=True)
+                    except BaseException as exc:  # noqa: BLE001 - even sys.exit() must not end dispatch
+                        _log.warning(self._verbose, "Observer %s raised exception: %s: %s",
+                                     getattr(observer, "__name__", observer),
+                                     type(exc).__name__, exc, exc_info=True)
             finally:
                 with self._cond:
                     item.state = DONE

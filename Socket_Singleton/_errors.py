@@ -3,30 +3,55 @@
 # Values of MultipleSingletonsError.reason.
 DELIVERED = "delivered"  # the host called its observers with our arguments
 QUEUED = "queued"  # the host holds our arguments and will deliver them
-IGNORED = "ignored"  # the host counted the launch but max_clients made it drop the arguments
+IGNORED = "ignored"  # the host counted the launch but did not keep it (max_clients, no arguments)
 NOT_SENT = "not-sent"  # client=False: nothing was sent
+SENT_LEGACY = "sent-legacy"  # legacy_handoff=True: sent in the 2.0.0 form, unacknowledged
 FOREIGN = "foreign"  # the port is held by a program that is not a Socket_Singleton host
+LEGACY = "legacy"  # the holder closes without answering: most likely a 2.0.0 instance
+PORT_BUSY = "port-busy"  # the port is in use but nothing listens on it
 NO_ANSWER = "no-answer"  # a host did not answer within handoff_timeout
 SECRET_MISMATCH = "secret-mismatch"  # client and host do not share the secret
 REJECTED = "rejected"  # the host refused the launch (too large, queue full, ...)
+LOCAL_ERROR = "local-error"  # this process could not make or use a socket (out of resources)
 NOT_RUNNING = "not-running"  # nothing listens on the port (only when not taking it: the CLI)
+
+# The launch needs nothing more from the user: a strict launch exits with status 0.
+SUCCESS = (DELIVERED, QUEUED, IGNORED, NOT_SENT, SENT_LEGACY)
 
 _EXPLANATIONS = {
     DELIVERED: "The arguments were delivered to it.",
     QUEUED: "The arguments were queued by it.",
-    IGNORED: "It ignored the arguments (max_clients reached).",
+    IGNORED: "It ignored the launch: {detail}.",
     NOT_SENT: "No arguments were sent (client=False).",
+    SENT_LEGACY: "The arguments were sent without acknowledgement: {detail}.",
     FOREIGN: "The arguments were not sent: {detail}.",
+    LEGACY: "The arguments were not sent: {detail}.",
+    PORT_BUSY: "The arguments were not sent: {detail}.",
     NO_ANSWER: "No acknowledgement: {detail}.",
     SECRET_MISMATCH: "The arguments were not sent: {detail}.",
     REJECTED: "The arguments were not delivered: {detail}.",
+    LOCAL_ERROR: "The arguments were not sent: {detail}.",
     NOT_RUNNING: "The arguments were not sent: {detail}.",
+}
+
+# Who holds the port, as the exit line of a strict launch says it.
+_HOLDERS = {
+    FOREIGN: "another program holds {where}",
+    LEGACY: "a program that does not speak this protocol holds {where}",
+    PORT_BUSY: "{where} is in use but nothing listens on it",
+    LOCAL_ERROR: "could not reach the instance on {where}",
 }
 
 
 def explain(reason: str, detail: str) -> str:
     """The sentence that says what became of the arguments."""
     return _EXPLANATIONS[reason].format(detail=detail)
+
+
+def exit_line(reason: str, detail: str, where: str) -> str:
+    """What a strict launch that failed prints as it exits."""
+    holder = _HOLDERS.get(reason, "another instance holds {where}").format(where=where)
+    return "Socket_Singleton: %s. %s" % (holder, explain(reason, detail))
 
 
 class MultipleSingletonsError(Exception):

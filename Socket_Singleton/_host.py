@@ -10,7 +10,7 @@ import struct
 import threading
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Callable, Deque, Dict, Optional, Set, Tuple
 
 from . import _log, _wire
@@ -23,6 +23,7 @@ MAX_CONNECTIONS = 512  # served at once; beyond that, new peers wait in the list
 MAX_BUFFERED = 64 * 1024 * 1024  # bytes of unfinished messages held at once, all peers together
 SHUTDOWN_GRACE = 1.0  # seconds release() gives answered clients to read their answer and close
 ACCEPT_BACKOFF = 0.1  # seconds accepting pauses when the process is out of file descriptors
+RECENT_LAUNCHES = 4096  # launch ids remembered, so that a retried launch is delivered once
 
 # select() (the only selector on Windows) takes at most 512 sockets per call.
 _SELECT_LIMIT = 500
@@ -71,6 +72,8 @@ class Listener:
         self._withdraw = withdraw
         self._conns: Set[_Connection] = set()
         self._waiting: Dict[Pending, _Connection] = {}
+        # launch id -> what the host answered (status, detail, queued item), newest last
+        self._recent: OrderedDict[bytes, Decision] = OrderedDict()
         self._completed: Deque[Pending] = deque()
         self._stop_requested = False
         self._draining = False  # release_threshold reached: serve what is open, accept nothing
@@ -225,13 +228,25 @@ class Listener:
         self._resume_accepting()
 
     def launch(self, conn: _Connection, args: Tuple[str, ...], cwd: Optional[str],
-               pid: Optional[int]) -> Optional[Tuple[bytes, str]]:
+               pid: Optional[int], launch_id: bytes = b"") -> Optional[Tuple[bytes, str]]:
         """Hand a complete launch to the host; returns the acknowledgement to send now, or
-        ``None`` when the connection must wait for the observers."""
+        ``None`` when the connection must wait for the observers. A launch whose id was seen
+        before (its client retried after losing the answer) is answered, not taken again."""
+        earlier = self._recent.get(launch_id) if launch_id else None
+        if earlier is not None:
+            status, detail, item, _ = earlier
+            if item is None:
+                return status, detail
+            return (_wire.DELIVERED if item.state == DONE else _wire.QUEUED), ""
         if self._draining or self._stop_requested:
             return _wire.RETRY, "the host is releasing the port"
         on_done = self.complete if conn.framed else None
-        status, detail, item, final = self._on_launch(args, cwd, pid, on_done)
+        decision = self._on_launch(args, cwd, pid, on_done)
+        status, detail, item, final = decision
+        if launch_id:
+            self._recent[launch_id] = decision
+            if len(self._recent) > RECENT_LAUNCHES:
+                self._recent.popitem(last=False)
         if final:
             # release_threshold: accept nothing more (new peers wait in the backlog, and are
             # refused when the port goes), deliver this launch, then the host releases. Should
@@ -308,6 +323,10 @@ class _Connection:
     def framed(self) -> bool:
         return self.state in (_HELLO, _LAUNCH, _WAITING)
 
+    @property
+    def alive(self) -> bool:
+        return self in self.listener._conns
+
     def _warn(self, msg: str, *args: object) -> None:
         _log.warning(self.listener._verbose, "peer %s: " + msg, self.peer, *args)
 
@@ -350,12 +369,15 @@ class _Connection:
 
     def _advance(self) -> None:
         if self.state == _SNIFF:
-            prefix = _wire.PREAMBLE[:len(self.buf)]
-            if not self.buf.startswith(prefix):
+            size = len(_wire.PREAMBLE)
+            if self.buf[:size].strip(b"\0"):
                 self.state = _PLAIN
-            elif len(self.buf) >= len(_wire.PREAMBLE):
-                self._consume(len(_wire.PREAMBLE))
+            elif len(self.buf) >= size:
+                self._consume(size)
                 self.state = _HELLO
+                self._send(_wire.BANNER)
+                if not self.alive:
+                    return
         if self.state == _PLAIN:
             if len(self.buf) > MAX_MESSAGE_SIZE + self.listener._secret_field:
                 self._warn("message exceeds %d bytes; refused whole", MAX_MESSAGE_SIZE)
@@ -396,10 +418,16 @@ class _Connection:
                                             host_proof))
             self.state = _LAUNCH
             return
+        if kind == _wire.BYE:  # the client found that we failed its secret check
+            self._warn("the client gave up its launch: %s",
+                       payload.decode("utf-8", "replace"))
+            self.state = _CLOSING  # it closes first, so the port keeps no TIME_WAIT
+            self.deadline = time.monotonic() + PEER_DEADLINE
+            return
         if kind != _wire.LAUNCH:
             raise _wire.ProtocolError("expected a launch")
         proof_size = _wire.PROOF_SIZE if listener._secret is not None else 0
-        client_proof, pid, cwd, args = _wire.decode_launch(payload, proof_size)
+        client_proof, launch_id, pid, cwd, args = _wire.decode_launch(payload, proof_size)
         if listener._secret is not None:
             expected = _wire.proof(listener._secret, b"client", self.host_nonce,
                                    self.client_nonce)
@@ -407,7 +435,7 @@ class _Connection:
                 self._warn("client verification failed; launch ignored")
                 self.acknowledge(_wire.REJECTED, "the secret does not match the host's")
                 return
-        self._launched(args, cwd, pid)
+        self._launched(args, cwd, pid, launch_id)
 
     def _on_eof(self) -> None:
         if self.state == _SNIFF and not self.buf:
@@ -445,8 +473,9 @@ class _Connection:
             return
         self._launched(args, None, None)
 
-    def _launched(self, args: Tuple[str, ...], cwd: Optional[str], pid: Optional[int]) -> None:
-        answer = self.listener.launch(self, args, cwd, pid)
+    def _launched(self, args: Tuple[str, ...], cwd: Optional[str], pid: Optional[int],
+                  launch_id: bytes = b"") -> None:
+        answer = self.listener.launch(self, args, cwd, pid, launch_id)
         if answer is None:
             self.state = _WAITING
             self.deadline = time.monotonic() + DELIVERY_WAIT
@@ -509,6 +538,6 @@ class _Connection:
             self.listener.forget(self)
             return
         self.out = self.out[sent:]
-        if self in self.listener._conns:
+        if self.alive:
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.out else 0)
             self.listener._selector.modify(self.sock, events, self.on_event)

@@ -20,7 +20,7 @@ def _get() -> "Any":
             """Writes records of ``verbose=True`` instances to the current ``sys.stderr``."""
 
             def filter(self, record: "logging.LogRecord") -> bool:
-                return bool(getattr(record, _VERBOSE, False))
+                return bool(getattr(record, _VERBOSE, False)) and not _shown_elsewhere(record)
 
             def emit(self, record: "logging.LogRecord") -> None:
                 try:
@@ -34,6 +34,17 @@ def _get() -> "Any":
         logger.addHandler(VerboseHandler())
         _logger = logger
     return _logger
+
+
+def _shown_elsewhere(record: "Any") -> bool:
+    """Whether a handler the application configured (``basicConfig``, say) will show *record*:
+    then ``verbose=True`` must not print it a second time."""
+    logger = _logger
+    while logger.propagate and logger.parent is not None:
+        logger = logger.parent
+        if any(record.levelno >= handler.level for handler in logger.handlers):
+            return True
+    return False
 
 
 def warning(verbose: bool, msg: str, *args: object, exc_info: bool = False) -> None:

@@ -11,6 +11,11 @@ def family_of(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
+def where(address: str, port: int) -> str:
+    """``host:port`` as people write it: ``127.0.0.1:1337``, ``[::1]:1337``."""
+    return ("[%s]:%d" if ":" in address else "%s:%d") % (address, port)
+
+
 def address_in_use(err: OSError) -> bool:
     return err.errno in _IN_USE or getattr(err, "winerror", None) == _WSAEADDRINUSE
 

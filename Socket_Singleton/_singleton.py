@@ -5,17 +5,17 @@ import socket
 import sys
 import threading
 
-from . import _client, _errors, _wire
+from . import _client, _errors, _net, _wire
 from ._errors import MultipleSingletonsError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds, and a launch that is turned away never needs it
-    from typing import Any, Callable, NoReturn, Optional, Tuple
+    from typing import Any, Callable, Iterator, NoReturn, Optional, Tuple
 
     from ._dispatch import Dispatcher, Launch, Pending
     from ._host import Decision, Listener
 
-_SUCCESS = (_errors.DELIVERED, _errors.QUEUED, _errors.NOT_SENT)
+COMPAT_WAIT = 30.0  # seconds _append_args() waits for the observers (2.0.0 called them inline)
 
 
 def _check_int(name: str, value: object, low: int, high: "Optional[int]" = None) -> int:
@@ -66,6 +66,7 @@ class Socket_Singleton:
         *,
         deliver_empty: bool = False,
         handoff_timeout: float = 2.0,
+        legacy_handoff: bool = False,
     ) -> None:
         if not isinstance(address, str):
             raise TypeError("address must be a str, not %s" % type(address).__name__)
@@ -88,6 +89,11 @@ class Socket_Singleton:
         self.secret = secret
         self.deliver_empty = bool(deliver_empty)
         self.handoff_timeout = _check_seconds("handoff_timeout", handoff_timeout, False)
+        self.legacy_handoff = bool(legacy_handoff)
+        if self.legacy_handoff and secret is not None:
+            raise ValueError("legacy_handoff cannot be combined with a secret: the 2.0.0 form "
+                             "would send the secret in the clear to a program that never "
+                             "proved it knows it")
 
         self._clients = 0
         self._release_lock = threading.Lock()
@@ -99,7 +105,7 @@ class Socket_Singleton:
         self._timer: Optional[threading.Timer] = None
 
         claimed = _client.claim(address, self.port, self.client, tuple(sys.argv[1:]), secret,
-                                self.handoff_timeout)
+                                self.handoff_timeout, legacy=self.legacy_handoff)
         if isinstance(claimed, _client.Outcome):
             self._released = True
             self._turned_away(claimed)
@@ -128,17 +134,16 @@ class Socket_Singleton:
             self._timer.start()
 
     def _turned_away(self, outcome: "_client.Outcome") -> "NoReturn":
-        if outcome.reason not in _SUCCESS:
+        where = _net.where(self.address, self.port)
+        if outcome.reason not in (_errors.DELIVERED, _errors.QUEUED, _errors.NOT_SENT):
             from . import _log  # a quiet launch never loads it
 
-            _log.warning(self.verbose, "launch not delivered to %s:%d: %s",
-                         self.address, self.port, outcome.detail or outcome.reason)
+            _log.warning(self.verbose, "launch to %s ended %s: %s", where, outcome.reason,
+                         outcome.detail or outcome.reason)
         if self.strict:
-            if outcome.reason in _SUCCESS:
+            if outcome.reason in _errors.SUCCESS:
                 raise SystemExit
-            raise SystemExit("Socket_Singleton: another instance holds %s:%d. %s"
-                             % (self.address, self.port,
-                                _errors.explain(outcome.reason, outcome.detail)))
+            raise SystemExit(_errors.exit_line(outcome.reason, outcome.detail, where))
         raise MultipleSingletonsError(self.address, self.port, outcome.reason,
                                       outcome.detail, outcome.host_pid)
 
@@ -153,10 +158,15 @@ class Socket_Singleton:
         if self.max_clients and self._clients > self.max_clients:
             status, detail = _wire.IGNORED, "max_clients reached"
         elif not args and not self.deliver_empty:
-            status, detail = _wire.DELIVERED, ""  # nothing for the observers, as in 2.0.0
+            status, detail = _wire.IGNORED, "there were no arguments to deliver"
         else:
             item = self._dispatcher.submit(args, cwd or None, pid, final, on_done)
-            if item is None:
+            observed = self._dispatcher.observer_count() > 0
+            if item is None and not observed:
+                # 2.0.0's scripts that never trace(): the launch is done with, as it was there
+                status, detail = _wire.IGNORED, "no observer is registered and the %d launches " \
+                    "it keeps for one are waiting" % len(self._dispatcher.pending())
+            elif item is None:
                 status, detail = _wire.REJECTED, "the running instance's queue is full"
                 from . import _log
 
@@ -164,6 +174,8 @@ class Socket_Singleton:
                              len(self._dispatcher.pending()))
             else:
                 status, detail = _wire.QUEUED, ""
+                if not observed:
+                    item = None  # no observer to wait for: answer "queued" at once
         if final and item is None:
             self.release()  # nothing left to deliver first
         return status, detail, item, final
@@ -224,6 +236,32 @@ class Socket_Singleton:
         return any(part is not None and part.thread is current
                    for part in (self._listener, self._dispatcher))
 
+    # -- 2.0.0's private names, kept for code and tests written against 2.0.0 (deprecated) ----
+
+    @property
+    def _listening(self) -> bool:
+        return self.listening
+
+    @property
+    def _arguments(self) -> "list[Launch]":
+        return list(self.arguments)
+
+    @property
+    def _observers(self) -> "_Observers":
+        return _Observers(self)
+
+    def _append_args(self, args: "Tuple[str, ...]") -> None:
+        """Handle *args* as if a launch had brought them (not counted in ``clients``); when
+        observers are registered, they have been called when this returns, as in 2.0.0."""
+        if self._dispatcher is None:
+            return
+        delivered = threading.Event()
+        item = self._dispatcher.submit(tuple(args), None, None, False,
+                                       lambda item: delivered.set())
+        if (item is not None and self._dispatcher.observer_count()
+                and threading.current_thread() is not self._dispatcher.thread):
+            delivered.wait(COMPAT_WAIT)
+
     @property
     def arguments(self) -> "Tuple[Launch, ...]":
         """Launches received but not yet delivered to an observer, oldest first."""
@@ -253,9 +291,34 @@ class Socket_Singleton:
         return (
             "Socket_Singleton(address=%r, port=%d, timeout=%r, client=%r, strict=%r, "
             "release_threshold=%d, max_clients=%d, verbose=%r, secret=%s, deliver_empty=%r, "
-            "handoff_timeout=%r, observers=%d, clients=%d, listening=%r)"
+            "handoff_timeout=%r, legacy_handoff=%r, observers=%d, clients=%d, listening=%r)"
             % (self.address, self.port, self.timeout, self.client, self.strict,
                self.release_threshold, self.max_clients, self.verbose,
                "***" if self.secret is not None else None, self.deliver_empty,
-               self.handoff_timeout, observers, self._clients, self.listening)
+               self.handoff_timeout, self.legacy_handoff, observers, self._clients,
+               self.listening)
         )
+
+
+class _Observers:
+    """2.0.0's ``_observers`` dict, as far as code written against 2.0.0 used it."""
+
+    def __init__(self, owner: Socket_Singleton) -> None:
+        self._owner = owner
+
+    def _registered(self) -> "Tuple[Callable[..., Any], ...]":
+        dispatcher = self._owner._dispatcher
+        return dispatcher.observers() if dispatcher is not None else ()
+
+    def __len__(self) -> int:
+        return len(self._registered())
+
+    def __iter__(self) -> "Iterator[Callable[..., Any]]":
+        return iter(self._registered())
+
+    def __contains__(self, observer: object) -> bool:
+        return observer in self._registered()
+
+    def clear(self) -> None:
+        for observer in self._registered():
+            self._owner.untrace(observer)

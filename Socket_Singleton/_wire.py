@@ -4,27 +4,33 @@ Two forms share the port (the README's "Protocol" section is the specification):
 
 * the plain form of 2.0.0 for raw clients: ``[secret NUL] arg NUL arg NUL ...``, then the
   client closes its side; the host never writes to such a peer;
-* the framed form our own client speaks: ``PREAMBLE``, then frames of
-  ``type (1 byte) | payload length (4 bytes, big-endian) | payload``.
+* the framed form our own client speaks: ``PREAMBLE`` from the client, ``BANNER`` from the
+  host, then frames of ``type (1 byte) | payload length (4 bytes, big-endian) | payload``.
 """
 
 import os
 import sys
 
-VERSION = 1
+VERSION = 2
 
-# 1024 NUL bytes first: a 2.0.0 host reads exactly one 1024-byte chunk and hands every
-# non-empty NUL-separated piece to its observers, so it sees nothing at all from us.
-PREAMBLE = b"\0" * 1024 + b"Socket_Singleton/%d\n" % VERSION
+# The client's first bytes, sent alone: a 2.0.0 host reads one chunk of at most 1024 bytes and
+# hands every non-empty NUL-separated piece to its observers, so it sees nothing at all from us;
+# and as it has read everything we sent, its close is a clean one (not a reset), which is how
+# the client tells it from a host that died.
+PREAMBLE = b"\0" * 1024
+# The host's answer to the preamble; only then does the client send its hello.
+BANNER = b"Socket_Singleton/%d\n" % VERSION
 
 HELLO = b"H"  # client -> host: client nonce
 WELCOME = b"W"  # host -> client: pid, size limit, flags, host nonce, [host proof]
-LAUNCH = b"L"  # client -> host: [client proof], pid, argc, cwd NUL, arg NUL ...
+LAUNCH = b"L"  # client -> host: [client proof], launch id, pid, argc, cwd NUL, arg NUL ...
 ACK = b"A"  # host -> client: status byte, UTF-8 detail
+BYE = b"B"  # client -> host, instead of a launch: UTF-8 reason (the host failed the secret check)
 
 HEADER_SIZE = 5  # type (1 byte), payload length (4 bytes, big-endian)
 _WELCOME_HEAD = 9  # pid (4), limit (4), flags (1)
-_LAUNCH_HEAD = 8  # pid (4), argc (4)
+ID_SIZE = 16  # a launch's random id: the host delivers a retried launch once
+_LAUNCH_HEAD = ID_SIZE + 8  # launch id, pid (4), argc (4)
 NONCE_SIZE = 16
 # No real command line has more: each argument costs at least its pointer and NUL (9 bytes) of
 # the OS's 2 MiB limit. A cap keeps a message of 4 MiB of NULs from costing millions of strings.
@@ -112,19 +118,20 @@ def decode_welcome(payload: bytes) -> "tuple[int, int, bool, bytes, bytes]":
     return pid, limit, needs_secret, payload[_WELCOME_HEAD:head], payload[head:]
 
 
-def encode_launch(client_proof: bytes, pid: int, cwd: str, args: "tuple[str, ...]") -> bytes:
+def encode_launch(client_proof: bytes, launch_id: bytes, pid: int, cwd: str,
+                  args: "tuple[str, ...]") -> bytes:
     fields = [os.fsencode(cwd)] + [os.fsencode(arg) for arg in args]
     for field in fields:
         if b"\0" in field:
             raise ValueError("an argument contains a NUL character, which no command line can hold")
     body = b"".join(field + b"\0" for field in fields)
-    head = pid.to_bytes(4, "big") + len(args).to_bytes(4, "big")
+    head = launch_id + pid.to_bytes(4, "big") + len(args).to_bytes(4, "big")
     return frame(LAUNCH, client_proof + head + body)
 
 
 def launch_fields_size(payload_size: int, proof_size: int) -> int:
     """The bytes of a LAUNCH payload that the host's announced limit counts: the fields
-    (working directory and arguments, with their NULs), not the proof, pid or argc."""
+    (working directory and arguments, with their NULs), not the proof, id, pid or argc."""
     return payload_size - proof_size - _LAUNCH_HEAD
 
 
@@ -133,20 +140,23 @@ def launch_frame_limit(limit: int) -> int:
     return limit + PROOF_SIZE + _LAUNCH_HEAD
 
 
-def decode_launch(payload: bytes, proof_size: int) -> "tuple[bytes, int, str, tuple[str, ...]]":
-    """Return ``(client_proof, pid, cwd, args)``."""
+def decode_launch(payload: bytes,
+                  proof_size: int) -> "tuple[bytes, bytes, int, str, tuple[str, ...]]":
+    """Return ``(client_proof, launch_id, pid, cwd, args)``."""
     head = proof_size + _LAUNCH_HEAD
     if len(payload) < head:
         raise ProtocolError("launch too short")
-    pid = int.from_bytes(payload[proof_size:proof_size + 4], "big")
-    argc = int.from_bytes(payload[proof_size + 4:head], "big")
+    at = proof_size + ID_SIZE
+    launch_id = payload[proof_size:at]
+    pid = int.from_bytes(payload[at:at + 4], "big")
+    argc = int.from_bytes(payload[at + 4:head], "big")
     body = payload[head:]
     if not body.endswith(b"\0"):
         raise ProtocolError("launch fields are not NUL-terminated")
     cwd, *args = _decode_fields(body[:-1])
     if len(args) != argc:
         raise ProtocolError("launch announces %d arguments but carries %d" % (argc, len(args)))
-    return payload[:proof_size], pid, cwd, tuple(args)
+    return payload[:proof_size], launch_id, pid, cwd, tuple(args)
 
 
 def encode_ack(status: bytes, detail: str = "") -> bytes:
@@ -169,11 +179,14 @@ def encode_plain(args: "tuple[str, ...]", secret: "str | None" = None) -> bytes:
 def decode_plain(data: bytes, has_secret: bool) -> "tuple[str | None, tuple[str, ...]]":
     """Split a plain message into ``(secret, args)``.
 
-    Each field ends with a NUL; a missing final NUL is tolerated. ``b"\\0"`` alone is how
-    2.0.0 sends a launch without arguments. Bytes that are not UTF-8 are kept losslessly
-    (``os.fsencode`` gives them back).
+    Each field ends with a NUL, the last one too: every 2.0.0 client ends its message so, and a
+    message without it was cut short (a sender killed mid-send, a port scanner, noise), so it
+    is refused. ``b"\\0"`` alone is how 2.0.0 sends a launch without arguments. Bytes that are
+    not UTF-8 are kept losslessly (``os.fsencode`` gives them back).
     """
-    body = data[:-1] if data.endswith(b"\0") else data
+    if not data.endswith(b"\0"):
+        raise ProtocolError("the message does not end with a NUL (cut short?)")
+    body = data[:-1]
     fields = _decode_fields(body) if body else []
     if not has_secret:
         return None, tuple(fields)
@@ -195,6 +208,13 @@ def _decode_fields(body: bytes) -> "list[str]":
 
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
+def describe_answer(data: bytes) -> str:
+    """What a program that answered *data* instead of the banner seems to be."""
+    if data.startswith(b"HTTP/"):
+        return "it answers like an HTTP server"
+    return "its answer is not a Socket_Singleton banner"
 
 
 def looks_like_http(data: bytes) -> bool:
