@@ -8,6 +8,7 @@ go to ``Socket_Singleton(...)`` and whose other keys shape the app:
   command ``trace``;
 * ``"observer_delay"``: seconds the observer sleeps per launch (a slow observer);
 * ``"observer_block"``: the observer waits until stdin says ``unblock`` (a hung observer);
+* ``"observer_raises"``: after reporting, the observer raises ValueError with this message;
 * ``"return"``: the main thread returns right after start-up (the ``timeout`` cool-down case);
 * ``"patch"``: ``{"_host.PEER_DEADLINE": 0.5, ...}`` sets the library's module-level limits
   (tests shrink them instead of waiting).
@@ -56,6 +57,8 @@ def main():
     def observer(args):
         report(event="launch", args=[os.fsencode(arg).hex() for arg in args],
                cwd=getattr(args, "cwd", None), pid=getattr(args, "pid", None))
+        if config.get("observer_raises"):
+            raise ValueError(config["observer_raises"])
         if config.get("observer_delay"):
             time.sleep(config["observer_delay"])
         if config.get("observer_block"):

@@ -85,6 +85,8 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
         else:
             result = _attempt(address, port, args, secret, launch_id, deadline)
         if isinstance(result, Outcome):
+            if sent and result.reason == _errors.NO_ANSWER:
+                return _unconfirmed(timeout)
             return result
         now = time.monotonic()
         if result == _REFUSED:
@@ -102,9 +104,7 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
         sent = sent or result == _LOST
         if now >= deadline:
             if sent:
-                return Outcome(_errors.NO_ANSWER, "the launch reached a host that went away "
-                               "without answering, and no host answered within %g s; it may "
-                               "have been delivered" % timeout)
+                return _unconfirmed(timeout)
             return Outcome(_errors.NO_ANSWER, "the port stayed busy but no host took the "
                            "launch within %g s" % timeout)
         time.sleep(min(delay, deadline - now))
@@ -121,7 +121,7 @@ def probe(address: str, port: int, secret: "Optional[str]", timeout: float) -> "
     conn = _connect(address, port, deadline)
     if isinstance(conn, Outcome):
         return conn
-    if not isinstance(conn, socket.socket):  # refused
+    if isinstance(conn, str):  # refused
         return _not_running()
     with conn:
         welcome = _greet(conn, secret, deadline)
@@ -138,7 +138,7 @@ def _attempt(address: str, port: int, args: "Tuple[str, ...]", secret: "Optional
              launch_id: bytes, deadline: float) -> "Union[Outcome, str]":
     """One connection's try at handing *args* over."""
     conn = _connect(address, port, deadline)
-    if not isinstance(conn, socket.socket):
+    if isinstance(conn, (Outcome, str)):
         return conn
     with conn:
         welcome = _greet(conn, secret, deadline)
@@ -297,7 +297,7 @@ def _send_plain(address: str, port: int, args: "Tuple[str, ...]",
                        "instance running 2.0.0 reads; nothing was sent"
                        % (len(message), LEGACY_LIMIT))
     conn = _connect(address, port, deadline)
-    if not isinstance(conn, socket.socket):
+    if isinstance(conn, (Outcome, str)):
         return conn
     with conn:
         try:
@@ -363,6 +363,12 @@ def _legacy_holder() -> "Outcome":
                    "answering: most likely an instance running socket-singleton 2.0.0 or older, "
                    "which cannot acknowledge a launch; quit it and launch again, or pass "
                    "legacy_handoff=True to hand it the arguments all the same")
+
+
+def _unconfirmed(timeout: float) -> "Outcome":
+    return Outcome(_errors.NO_ANSWER, "the launch reached a host that went away without "
+                   "answering, and no host answered within %g s; it may have been delivered"
+                   % timeout)
 
 
 def _not_running() -> "Outcome":

@@ -185,7 +185,7 @@ def decode_plain(data: bytes, has_secret: bool) -> "tuple[str | None, tuple[str,
     not UTF-8 are kept losslessly (``os.fsencode`` gives them back).
     """
     if not data.endswith(b"\0"):
-        raise ProtocolError("the message does not end with a NUL (cut short?)")
+        raise ProtocolError("it does not end with a NUL, so it was cut short")
     body = data[:-1]
     fields = _decode_fields(body) if body else []
     if not has_secret:

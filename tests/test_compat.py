@@ -1,0 +1,442 @@
+"""Drop-in for 2.0.0 where users meet it: a running 2.0.0 instance on the port, scripts that
+never trace(), max_clients, ports the system is using, 2.0.0's private names and wording."""
+
+import errno
+import io
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+from contextlib import redirect_stderr
+from unittest import mock
+
+from Socket_Singleton import MultipleSingletonsError, Socket_Singleton
+from Socket_Singleton import _client, _dispatch, _errors, _host, _wire
+
+from . import support
+from .test_handoff import FakeServer, hand_off_here, in_process_host, turned_away
+
+ARG = "compat-\u00e9t\u00e9-%d" % os.getpid()
+
+
+def legacy_host(test, observers=True):
+    """A stand-in for a running 2.0.0 host, written from its documented behaviour: per
+    connection one recv(1024), split on NUL, the non-empty pieces go to the observers (when
+    it has any), then close. Returns the server and the list of what its observers got."""
+    handed = []
+
+    def handler(conn, record):
+        data = conn.recv(1024)
+        record += data
+        args = tuple(part for part in data.decode("utf-8", "replace").rstrip("\0").split("\0")
+                     if part)
+        if args and observers:
+            handed.append(args)
+
+    return FakeServer(test, handler), handed
+
+
+def deadline():
+    return time.monotonic() + support.WAIT
+
+
+def handshake(sock):
+    """Be our own client up to the welcome, by hand."""
+    sock.sendall(_wire.PREAMBLE)
+    assert _client._read_exactly(sock, len(_wire.BANNER), deadline()) == _wire.BANNER
+    sock.sendall(_wire.frame(_wire.HELLO, os.urandom(_wire.NONCE_SIZE)))
+    kind, _ = _client._read_frame(sock, deadline())
+    assert kind == _wire.WELCOME, kind
+
+
+class LogCapture(logging.Handler):
+    """Records the library's log messages while a test runs; lets it wait for them."""
+
+    def __init__(self, test):
+        super().__init__()
+        self.messages = []
+        self._cond = threading.Condition()
+        logger = logging.getLogger("Socket_Singleton")
+        logger.addHandler(self)
+        test.addCleanup(logger.removeHandler, self)
+
+    def emit(self, record):
+        with self._cond:
+            self.messages.append(record.getMessage())
+            self._cond.notify_all()
+
+    def wait(self, text, count=1):
+        def found():
+            return [m for m in self.messages if text in m]
+
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(found()) >= count, support.WAIT):
+                raise AssertionError("no %d messages with %r in %r" % (count, text, self.messages))
+            return found()
+
+
+def strict_launch(args, port, **kwargs):
+    """A strict launch in a real process: (exit status, stderr)."""
+    code, events, err = support.run_client(args, {"kwargs": dict(port=port, **kwargs)})
+    return code, err
+
+
+class TestRunning200Instance(unittest.TestCase):
+    """Upgrading while an old instance runs: the launch meets a 2.0.0 host."""
+
+    def test_the_launch_ends_at_once_with_its_own_reason(self):
+        server, handed = legacy_host(self)
+        # handoff_timeout is long: an answer before it shows the launch did not wait it out.
+        err = hand_off_here(server.port, [ARG], handoff_timeout=support.WAIT)
+        self.assertEqual((err.reason, err.delivered), ("legacy", False))
+        self.assertIn("most likely an instance running socket-singleton 2.0.0 or older",
+                      err.detail)
+        self.assertIn("quit it and launch again", err.detail)
+        server.close()
+        self.assertLessEqual(len(server.records), 2)  # each would count as one of its clients
+        self.assertEqual(handed, [])
+        self.assertEqual(b"".join(server.records).strip(b"\0"), b"")
+
+    def test_strict_launch_says_what_holds_the_port(self):
+        server, _ = legacy_host(self)
+        code, err = strict_launch([ARG], server.port, handoff_timeout=support.WAIT)
+        self.assertEqual(code, 1, err)
+        self.assertEqual(
+            err.strip(),
+            "Socket_Singleton: a program that does not speak this protocol holds 127.0.0.1:%d. "
+            "The arguments were not sent: the program on the port closes connections without "
+            "answering: most likely an instance running socket-singleton 2.0.0 or older, which "
+            "cannot acknowledge a launch; quit it and launch again, or pass legacy_handoff=True "
+            "to hand it the arguments all the same." % server.port)
+
+    def test_legacy_handoff_hands_the_arguments_over_in_the_200_form(self):
+        server, handed = legacy_host(self)
+        err = hand_off_here(server.port, [ARG, "two words"], legacy_handoff=True)
+        self.assertEqual((err.reason, err.delivered), ("sent-legacy", False))
+        code, stderr = strict_launch(["strict"], server.port, legacy_handoff=True)
+        self.assertEqual((code, stderr), (0, ""))
+        server.close()
+        self.assertEqual(handed, [(ARG, "two words"), ("strict",)])
+        self.assertLessEqual(len(server.records), 4)
+
+    def test_legacy_handoff_sends_nothing_a_200_host_would_cut(self):
+        server, handed = legacy_host(self)
+        err = hand_off_here(server.port, ["x" * 1100], legacy_handoff=True)
+        self.assertEqual(err.reason, "legacy")
+        self.assertIn("more than the 1024 an instance running 2.0.0 reads", err.detail)
+        server.close()
+        self.assertEqual(handed, [])
+
+    def test_legacy_handoff_reaches_our_own_host_normally(self):
+        collector = support.Collector()
+        host = in_process_host(self, collector)
+        err = hand_off_here(host.port, [ARG], legacy_handoff=True)
+        self.assertEqual(err.reason, "delivered")
+        self.assertEqual(collector.received, [(ARG,)])
+
+    def test_legacy_handoff_is_refused_with_a_secret(self):
+        with self.assertRaises(ValueError) as caught:
+            Socket_Singleton(port=support.free_port(), secret="s", legacy_handoff=True)
+        self.assertIn("legacy_handoff cannot be combined with a secret", str(caught.exception))
+
+    def test_a_program_that_answers_like_a_web_server_is_named(self):
+        def handler(conn, record):
+            record += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+        server = FakeServer(self, handler)
+        err = hand_off_here(server.port, [ARG])
+        self.assertEqual(err.reason, "foreign")
+        self.assertEqual(err.detail, "the program on the port is not a Socket_Singleton host "
+                                     "(it answers like an HTTP server)")
+
+
+class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
+    """2.0.0's most basic use: Socket_Singleton() and nothing else."""
+
+    def test_a_launch_is_answered_at_once_without_an_observer(self):
+        host = in_process_host(self)
+        # An answer that waited for an observer would come only after DELIVERY_WAIT.
+        with mock.patch.object(_host, "DELIVERY_WAIT", 10 * support.WAIT):
+            err = hand_off_here(host.port, [ARG], handoff_timeout=support.WAIT)
+        self.assertEqual(err.reason, "queued")
+        self.assertEqual(host.arguments, ((ARG,),))
+
+    def test_any_number_of_launches_end_well_in_bounded_memory(self):
+        host = in_process_host(self)
+        reasons = []
+        for n in range(5000):
+            reasons.append(hand_off_here(host.port, ["launch-%d" % n]).reason)
+        kept = _dispatch.MAX_PENDING
+        self.assertEqual(reasons, ["queued"] * kept + ["ignored"] * (5000 - kept))
+        self.assertEqual(len(host.arguments), kept)
+        self.assertEqual(host.arguments[-1], ("launch-%d" % (kept - 1),))
+        self.assertEqual(host.clients, 5000)
+        code, err = strict_launch(["one more"], host.port)
+        self.assertEqual((code, err), (0, ""))
+
+    def test_with_observers_a_full_queue_is_still_refused(self):
+        release = threading.Event()
+        self.addCleanup(release.set)
+        started = threading.Event()
+
+        def blocked(args):
+            started.set()
+            release.wait(support.WAIT)
+
+        host = in_process_host(self, blocked)
+        with mock.patch.object(_dispatch, "MAX_PENDING", 2):
+            reasons = [hand_off_here(host.port, ["taken"]).reason]
+            self.assertTrue(started.wait(support.WAIT))
+            reasons += [hand_off_here(host.port, ["n%d" % n]).reason for n in range(3)]
+        # the first is with the blocked observer, two wait in the queue, the fourth finds it full
+        self.assertEqual(reasons, ["queued", "queued", "queued", "rejected"])
+
+
+class TestMaxClients(unittest.TestCase):
+    def test_a_launch_past_max_clients_exits_0(self):
+        host, port = support.start_host(self, {"kwargs": {"port": 0, "max_clients": 1}})
+        self.assertEqual(strict_launch(["first"], port), (0, ""))
+        self.assertEqual(strict_launch(["second"], port), (0, ""))
+        self.assertEqual(strict_launch([], port), (0, ""))
+        outcome = turned_away(self, ["third"], port)
+        self.assertEqual((outcome["reason"], outcome["delivered"]), ("ignored", False))
+        self.assertIn("It ignored the launch: max_clients reached.", outcome["message"])
+        self.assertEqual(support.decode_args(host.wait_for("launch")), [b"first"])
+
+
+class TestEmptyLaunch(unittest.TestCase):
+    def test_a_launch_without_arguments_is_reported_ignored(self):
+        collector = support.Collector()
+        host = in_process_host(self, collector)
+        err = hand_off_here(host.port, [])
+        self.assertEqual((err.reason, err.delivered), ("ignored", False))
+        self.assertEqual(err.detail, "there were no arguments to deliver")
+        self.assertEqual((collector.received, host.clients), ([], 1))
+
+
+class TestBusyPort(unittest.TestCase):
+    """A fixed port the system is using, with nothing listening on it."""
+
+    def assert_busy(self, port):
+        err = hand_off_here(port, [ARG], handoff_timeout=support.WAIT)
+        self.assertEqual((err.reason, err.delivered), ("port-busy", False))
+        self.assertIn("nothing listens on the port, yet it is in use", err.detail)
+        code, stderr = strict_launch([ARG], port, handoff_timeout=support.WAIT)
+        self.assertEqual(code, 1)
+        self.assertTrue(stderr.startswith(
+            "Socket_Singleton: 127.0.0.1:%d is in use but nothing listens on it. " % port),
+            stderr)
+
+    def test_a_port_bound_but_not_listening(self):
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            self.assert_busy(holder.getsockname()[1])
+
+    @unittest.skipUnless(hasattr(socket, "SO_REUSEADDR") and os.name == "posix",
+                         "Windows lets an exclusive bind share a connection's local port")
+    def test_the_local_port_of_a_live_outgoing_connection(self):
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(1)
+            with socket.socket() as outgoing:
+                outgoing.bind(("127.0.0.1", 0))
+                outgoing.connect(server.getsockname())
+                accepted, _ = server.accept()
+                with accepted:
+                    self.assert_busy(outgoing.getsockname()[1])
+
+
+class TestPrivateNamesOf200(support.ThreadLeakCheck):
+    """What code and tests written against 2.0.0 reached for."""
+
+    def test_listening(self):
+        host = Socket_Singleton(port=0)
+        self.assertIs(host._listening, True)
+        host.release()
+        self.assertIs(host._listening, False)
+
+    def test_append_args_without_observers_waits_in_arguments(self):
+        host = in_process_host(self)
+        before = len(host._arguments)
+        host._append_args(("foo", "bar"))
+        host._append_args(("baz",))
+        self.assertEqual(len(host._arguments), before + 2)
+        self.assertEqual(host.arguments[-2:], (("foo", "bar"), ("baz",)))
+        self.assertEqual(host.clients, 0)
+
+    def test_append_args_has_called_the_observers_when_it_returns(self):
+        seen = []
+        host = in_process_host(self)
+        host.trace(lambda args, prefix, suffix="": seen.append(prefix + " ".join(args) + suffix),
+                   ">>> ", suffix=" <<<")
+        host._append_args(("foo", "bar"))
+        self.assertEqual(seen, [">>> foo bar <<<"])
+
+    def test_observers_len_and_clear(self):
+        host = in_process_host(self)
+
+        def callback(args):
+            pass
+
+        host.trace(callback)
+        host.trace(callback)
+        self.assertEqual(len(host._observers), 1)
+        self.assertIn(callback, host._observers)
+        host._observers.clear()
+        self.assertEqual(len(host._observers), 0)
+        self.assertEqual(repr(host).count("observers=0"), 1)
+
+    def test_verbose_observer_failure_in_200_wording(self):
+        host, port = support.start_host(self, {"kwargs": {"port": 0, "verbose": True},
+                                               "observer_raises": "Intentional test exception"})
+        self.assertEqual(strict_launch(["test", "args"], port), (0, ""))
+        host.wait_for("launch")
+        host.proc.stdin.close()  # the app releases and exits
+        self.assertEqual(host.proc.wait(support.WAIT), 0)
+        self.assertIn("Socket_Singleton: Observer observer raised exception: ValueError: "
+                      "Intentional test exception", host.stderr())
+
+
+class TestMessages(unittest.TestCase):
+    def test_ipv6_addresses_are_bracketed(self):
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            self.skipTest("no IPv6 loopback")
+        with socket.socket(socket.AF_INET6) as holder:
+            holder.bind(("::1", 0))
+            port = holder.getsockname()[1]
+            code, err = strict_launch([ARG], port, address="::1")
+        self.assertEqual(code, 1)
+        self.assertTrue(err.startswith("Socket_Singleton: [::1]:%d is in use" % port), err)
+
+    def test_the_host_logs_a_client_that_gives_up_on_the_secret(self):
+        log = LogCapture(self)
+        host = in_process_host(self, support.Collector(), secret="right", verbose=True)
+        with redirect_stderr(io.StringIO()) as stderr:
+            err = hand_off_here(host.port, [ARG], secret="wrong")
+            log.wait("the client gave up its launch")
+            host.release()
+        self.assertEqual(err.reason, "secret-mismatch")
+        self.assertIn("the client gave up its launch: the running instance does not know the "
+                      "same secret", stderr.getvalue())
+        self.assertNotIn(ARG, stderr.getvalue())
+
+    def test_each_message_once_when_the_application_configured_logging(self):
+        script = (
+            "import logging, sys\n"
+            "logging.basicConfig(format='app: %(message)s')\n"
+            "from Socket_Singleton import Socket_Singleton\n"
+            "Socket_Singleton(port=int(sys.argv[1]), verbose=True)\n")
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            port = holder.getsockname()[1]
+            proc = subprocess.run([sys.executable, "-c", script, str(port)],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  env=support.app_env({}), timeout=support.WAIT)
+        lines = [line for line in proc.stderr.splitlines() if "ended port-busy" in line]
+        self.assertEqual(len(lines), 1, proc.stderr)
+        self.assertTrue(lines[0].startswith("app: launch to 127.0.0.1:%d" % port), lines[0])
+
+
+class TestExactlyOnce(support.ThreadLeakCheck):
+    """A launch whose acknowledgement is lost is retried, and delivered once."""
+
+    def test_a_repeated_launch_id_is_answered_not_delivered_again(self):
+        collector = support.Collector()
+        host = in_process_host(self, collector)
+        launch = _wire.encode_launch(b"", b"i" * _wire.ID_SIZE, os.getpid(), "/", (ARG,))
+        answers = []
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", host.port), support.WAIT) as sock:
+                handshake(sock)
+                sock.sendall(launch)
+                answers.append(_client._read_frame(sock, deadline()))
+        self.assertEqual(answers, [(_wire.ACK, _wire.DELIVERED)] * 2)
+        self.assertEqual((collector.received, host.clients), ([(ARG,)], 1))
+
+    def test_a_lost_acknowledgement_is_retried_and_delivered_once(self):
+        collector = support.Collector()
+        host = in_process_host(self, collector)
+        real_read = _client._read_frame
+        lost = []
+
+        def lose_the_first_ack(sock, deadline):
+            kind, payload = real_read(sock, deadline)
+            if kind == _wire.ACK and not lost:
+                lost.append(payload)
+                raise ConnectionResetError(errno.ECONNRESET, "lost on the way")
+            return kind, payload
+
+        with mock.patch.object(_client, "_read_frame", lose_the_first_ack):
+            err = hand_off_here(host.port, [ARG])
+        self.assertEqual(lost, [_wire.DELIVERED])
+        self.assertEqual(err.reason, "delivered")
+        self.assertEqual((collector.received, host.clients), ([(ARG,)], 1))
+
+    def test_an_answer_that_arrived_before_the_deadline_is_honoured(self):
+        # As if the launching process was descheduled past its deadline after the answer came.
+        left, right = socket.socketpair()
+        with left, right:
+            left.sendall(_wire.encode_ack(_wire.DELIVERED))
+            past = deadline() - 2 * support.WAIT
+            self.assertEqual(_client._read_frame(right, past), (_wire.ACK, _wire.DELIVERED))
+            with self.assertRaises(socket.timeout):
+                _client._read_frame(right, past)  # and nothing else is waited for
+
+
+class TestRealCauses(unittest.TestCase):
+    def test_out_of_buffers_on_our_own_socket_is_not_foreign(self):
+        host = in_process_host(self)
+        real_socket = socket.socket
+
+        def no_buffers(*args, **kwargs):
+            if sys._getframe(1).f_globals["__name__"] == _client.__name__:
+                raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+            return real_socket(*args, **kwargs)
+
+        with mock.patch.object(socket, "socket", no_buffers):
+            err = hand_off_here(host.port, [ARG])
+        self.assertEqual(err.reason, "local-error")
+        self.assertIn("this process could not use a socket", err.detail)
+
+    def test_a_launch_whose_fate_is_unknown_does_not_say_not_delivered(self):
+        host = in_process_host(self, support.Collector())
+        real_read = _client._read_frame
+        welcomed = set()
+
+        def every_ack_lost(sock, deadline):
+            if sock in welcomed:
+                raise ConnectionResetError(errno.ECONNRESET, "lost")
+            welcomed.add(sock)
+            return real_read(sock, deadline)
+
+        with mock.patch.object(_client, "_read_frame", every_ack_lost):
+            err = hand_off_here(host.port, [ARG], handoff_timeout=0.5)
+        self.assertEqual(err.reason, "no-answer")
+        self.assertIn("it may have been delivered", err.detail)
+        self.assertNotIn("not delivered", str(err))
+
+
+class TestCutPlainMessages(support.ThreadLeakCheck):
+    def test_a_plain_message_without_its_final_nul_is_not_a_launch(self):
+        log = LogCapture(self)
+        collector = support.Collector()
+        host = in_process_host(self, collector)
+        support.send_raw(host.port, b"cut\0shor")
+        support.send_raw(host.port, os.urandom(16).replace(b"\0", b"") + b"x")
+        support.send_raw(host.port, b"whole\0")
+        self.assertEqual(collector.wait(1), [("whole",)])
+        log.wait("it does not end with a NUL, so it was cut short", count=2)
+        host.release()
+        self.assertEqual((collector.received, host.clients), ([("whole",)], 1))
+
+
+if __name__ == "__main__":
+    unittest.main()
