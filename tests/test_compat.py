@@ -14,8 +14,13 @@ import unittest
 from contextlib import redirect_stderr
 from unittest import mock
 
-from Socket_Singleton import MultipleSingletonsError, Socket_Singleton
-from Socket_Singleton import _client, _dispatch, _errors, _host, _wire
+from Socket_Singleton import (
+    Socket_Singleton,
+    _client,
+    _dispatch,
+    _host,
+    _wire,
+)
 
 from . import support
 from .test_handoff import FakeServer, hand_off_here, in_process_host, turned_away
@@ -81,7 +86,7 @@ class LogCapture(logging.Handler):
 
 def strict_launch(args, port, **kwargs):
     """A strict launch in a real process: (exit status, stderr)."""
-    code, events, err = support.run_client(args, {"kwargs": dict(port=port, **kwargs)})
+    code, _events, err = support.run_client(args, {"kwargs": dict(port=port, **kwargs)})
     return code, err
 
 
