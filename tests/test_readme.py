@@ -362,7 +362,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         alone = self.run_python(text)
         self.assertEqual((alone.code, alone.out, alone.err), (0, "we are the host\n", ""), alone)
         support.start_host(self, {"kwargs": {"port": port}})
-        turned_away = self.run_python(text)
+        turned_away = self.run_python(text, ["notes.txt"])  # a launch that has something to hand
         self.assertEqual((turned_away.code, turned_away.out.splitlines(), turned_away.err),
                          (0, [reason.group(1), *printed], ""), turned_away)
 
