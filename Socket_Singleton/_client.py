@@ -85,8 +85,8 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
         else:
             result = _attempt(address, port, args, secret, launch_id, deadline)
         if isinstance(result, Outcome):
-            if sent and result.reason == _errors.NO_ANSWER:
-                return _unconfirmed(timeout)
+            if sent and result.reason in (_errors.NO_ANSWER, _errors.LOCAL_ERROR):
+                return _unconfirmed(result.detail)
             return result
         now = time.monotonic()
         if result == _REFUSED:
@@ -104,7 +104,7 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
         sent = sent or result == _LOST
         if now >= deadline:
             if sent:
-                return _unconfirmed(timeout)
+                return _unconfirmed("no host answered within %g s" % timeout)
             return Outcome(_errors.NO_ANSWER, "the port stayed busy but no host took the "
                            "launch within %g s" % timeout)
         time.sleep(min(delay, deadline - now))
@@ -123,8 +123,10 @@ def probe(address: str, port: int, secret: "Optional[str]", timeout: float) -> "
         return conn
     if isinstance(conn, str):  # refused
         return _not_running()
-    with conn:
+    try:
         welcome = _greet(conn, secret, deadline)
+    finally:
+        _net.close_quietly(conn)
     if isinstance(welcome, _Welcome):
         return Outcome(HOST_FOUND, "a Socket_Singleton host answered", welcome.pid)
     if welcome == _SILENT:
@@ -140,11 +142,13 @@ def _attempt(address: str, port: int, args: "Tuple[str, ...]", secret: "Optional
     conn = _connect(address, port, deadline)
     if isinstance(conn, (Outcome, str)):
         return conn
-    with conn:
+    try:
         welcome = _greet(conn, secret, deadline)
         if not isinstance(welcome, _Welcome):
             return welcome
         return _hand_off(conn, welcome, args, launch_id, deadline)
+    finally:
+        _net.close_quietly(conn)
 
 
 def _connect(address: str, port: int, deadline: float) -> "Union[socket.socket, Outcome, str]":
@@ -156,14 +160,17 @@ def _connect(address: str, port: int, deadline: float) -> "Union[socket.socket, 
         _set_timeout(sock, deadline)
         sock.connect((address, port))
     except (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError):
-        sock.close()
+        _net.close_quietly(sock)
         return _REFUSED  # bound but not (or no longer) listening
+    except InterruptedError:
+        _net.close_quietly(sock)
+        return _GONE  # a signal cut the connect short: try again
     except socket.timeout:
-        sock.close()
+        _net.close_quietly(sock)
         return Outcome(_errors.NO_ANSWER, "the program on the port did not accept a "
                        "connection in time")
     except OSError as err:
-        sock.close()
+        _net.close_quietly(sock)
         if err.errno in _LOCAL_ERRORS:
             return _local_error(err)
         return Outcome(_errors.NO_ANSWER, "could not connect: %s" % err)
@@ -246,25 +253,19 @@ def _hand_off(sock: socket.socket, welcome: "_Welcome", args: "Tuple[str, ...]",
             % (size, welcome.limit)
         _say_bye(sock, reason)
         return Outcome(_errors.REJECTED, reason, pid)
+    # From here on the host may hold the launch: whatever breaks, asking again (with the same
+    # id) is what tells; the host answers a launch it already took instead of taking it twice.
     try:
         _set_timeout(sock, deadline)
         sock.sendall(message)
-    except socket.timeout:
-        return Outcome(_errors.NO_ANSWER, "the running instance did not take the launch in "
-                       "time", pid)
-    except OSError as err:
-        return _failed(err, _LOST)  # it may have taken the launch; a retry says so
-    try:
         kind, payload = _read_frame(sock, deadline)
     except socket.timeout:
-        return Outcome(_errors.NO_ANSWER, "the running instance took the launch but did not "
-                       "acknowledge it in time; it may still deliver it", pid)
-    except (ConnectionError, EOFError):
-        return _LOST  # it went away holding our launch: ask the next host (or this one again)
+        return Outcome(_errors.NO_ANSWER, "the running instance did not acknowledge the launch "
+                       "in time; it may still deliver it", pid)
     except _wire.ProtocolError as err:
         return Outcome(_errors.REJECTED, "the hand-off failed: %s" % err, pid)
-    except OSError as err:
-        return _failed(err, _LOST)
+    except (OSError, EOFError):
+        return _LOST
     if kind != _wire.ACK:
         return Outcome(_errors.REJECTED, "the running instance answered out of turn", pid)
     return _acknowledged(payload, pid)
@@ -299,11 +300,12 @@ def _send_plain(address: str, port: int, args: "Tuple[str, ...]",
     conn = _connect(address, port, deadline)
     if isinstance(conn, (Outcome, str)):
         return conn
-    with conn:
-        try:
-            conn.sendall(message)
-        except OSError as err:
-            return Outcome(_errors.NO_ANSWER, "could not send the arguments: %s" % err)
+    try:
+        conn.sendall(message)
+    except OSError as err:
+        return Outcome(_errors.NO_ANSWER, "could not send the arguments: %s" % err)
+    finally:
+        _net.close_quietly(conn)
     return Outcome(_errors.SENT_LEGACY, "the program on the port does not speak this "
                    "protocol, so they went in the 2.0.0 form, which has none (legacy_handoff=True)")
 
@@ -365,10 +367,9 @@ def _legacy_holder() -> "Outcome":
                    "legacy_handoff=True to hand it the arguments all the same")
 
 
-def _unconfirmed(timeout: float) -> "Outcome":
-    return Outcome(_errors.NO_ANSWER, "the launch reached a host that went away without "
-                   "answering, and no host answered within %g s; it may have been delivered"
-                   % timeout)
+def _unconfirmed(why: str) -> "Outcome":
+    return Outcome(_errors.NO_ANSWER, "the launch reached a host but its answer was lost, and "
+                   "asking again failed (%s); it may have been delivered" % why)
 
 
 def _not_running() -> "Outcome":

@@ -30,6 +30,15 @@ def _hold_exclusively(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 
 
+def close_quietly(sock: socket.socket) -> None:
+    """Close *sock*; an error from close() (EINTR, say) still frees the descriptor, and there is
+    nothing left to do about it."""
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
 def listen_exclusively(address: str, port: int) -> "socket.socket | None":
     """Bind and listen on ``(address, port)``; ``None`` when another socket holds it.
 
@@ -42,7 +51,7 @@ def listen_exclusively(address: str, port: int) -> "socket.socket | None":
         sock.bind((address, port))
         sock.listen(socket.SOMAXCONN)
     except OSError as err:
-        sock.close()
+        close_quietly(sock)
         if address_in_use(err):
             return None
         raise
