@@ -27,7 +27,8 @@ _LOCAL_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 # Why an attempt did not end the hand-off; claim() decides whether to try again.
 _REFUSED = "refused"  # nothing accepted the connection: bound but not listening, or released
 _SILENT = "silent"  # closed cleanly before the banner: a 2.0.0 host, or a host that just died
-_GONE = "gone"  # reset, closed after the banner, or answered "retry": a host going away
+_RESET = "reset"  # reset before the banner: a host that died, or a program that resets us
+_GONE = "gone"  # closed after the banner, or answered "retry": a host going away
 _LOST = "lost"  # as _GONE, but after our launch left: the host may hold it (it knows its id)
 
 
@@ -73,6 +74,7 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
     silent = 0
     refused_since: Optional[float] = None
     sent = False  # a launch of ours reached a host that then went away without answering
+    last = ""  # why the previous attempt did not end the hand-off
     while True:
         if take:
             sock = _net.listen_exclusively(address, port)
@@ -87,7 +89,10 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
         if isinstance(result, Outcome):
             if sent and result.reason in (_errors.NO_ANSWER, _errors.LOCAL_ERROR):
                 return _unconfirmed(result.detail)
+            if last == _RESET and result.reason == _errors.NO_ANSWER:
+                return _foreign_resetter()  # the deadline cut short the last of its resets
             return result
+        last = result
         now = time.monotonic()
         if result == _REFUSED:
             if not take:
@@ -105,6 +110,8 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
         if now >= deadline:
             if sent:
                 return _unconfirmed("no host answered within %g s" % timeout)
+            if result == _RESET:
+                return _foreign_resetter()
             return Outcome(_errors.NO_ANSWER, "the port stayed busy but no host took the "
                            "launch within %g s" % timeout)
         time.sleep(min(delay, deadline - now))
@@ -131,6 +138,8 @@ def probe(address: str, port: int, secret: "Optional[str]", timeout: float) -> "
         return Outcome(HOST_FOUND, "a Socket_Singleton host answered", welcome.pid)
     if welcome == _SILENT:
         return _legacy_holder()
+    if welcome == _RESET:
+        return _foreign_resetter()
     if isinstance(welcome, Outcome):
         return welcome
     return Outcome(_errors.NOT_RUNNING, "the host on the port is releasing it")
@@ -185,7 +194,7 @@ def _greet(sock: socket.socket, secret: "Optional[str]",
     try:
         _set_timeout(sock, deadline)
         sock.sendall(_wire.PREAMBLE)
-        banner = _read_exactly(sock, len(_wire.BANNER), deadline)
+        banner = _read_banner(sock, deadline)
     except socket.timeout:
         return Outcome(_errors.NO_ANSWER, "the program on the port accepted the connection but "
                        "did not answer in time (a host that is very busy, or a program that "
@@ -193,9 +202,9 @@ def _greet(sock: socket.socket, secret: "Optional[str]",
     except EOFError:
         return _SILENT
     except ConnectionError:
-        return _GONE  # reset: a host that died with our preamble unread
+        return _RESET  # a host that died with our preamble unread, or a program that resets
     except OSError as err:
-        return _failed(err, _GONE)
+        return _failed(err, _RESET)
     if banner != _wire.BANNER:
         return _foreign(_wire.describe_answer(banner))
     try:
@@ -319,10 +328,11 @@ def _read_frame(sock: socket.socket, deadline: float) -> "Tuple[bytes, bytes]":
         buf += _recv(sock, _ANSWER_LIMIT, deadline)
 
 
-def _read_exactly(sock: socket.socket, size: int, deadline: float) -> bytes:
+def _read_banner(sock: socket.socket, deadline: float) -> bytes:
+    """The banner, or as much of another answer as shows that it is not one."""
     buf = b""
-    while len(buf) < size:
-        buf += _recv(sock, size - len(buf), deadline)
+    while len(buf) < len(_wire.BANNER) and _wire.BANNER.startswith(buf):
+        buf += _recv(sock, len(_wire.BANNER) - len(buf), deadline)
     return buf
 
 
@@ -358,6 +368,10 @@ def _local_error(err: OSError) -> "Outcome":
 def _foreign(why: str) -> "Outcome":
     return Outcome(_errors.FOREIGN, "the program on the port is not a Socket_Singleton host "
                    "(%s)" % why)
+
+
+def _foreign_resetter() -> "Outcome":
+    return _foreign("it resets every connection without answering")
 
 
 def _legacy_holder() -> "Outcome":

@@ -4,6 +4,7 @@ import math
 import socket
 import sys
 import threading
+import time
 
 from . import _client, _errors, _net, _wire
 from ._errors import MultipleSingletonsError
@@ -16,6 +17,10 @@ if TYPE_CHECKING:  # typing costs milliseconds, and a launch that is turned away
     from ._host import Decision, Listener
 
 COMPAT_WAIT = 30.0  # seconds _append_args() waits for the observers (2.0.0 called them inline)
+# Seconds a new host gives the application to register its first observer: until then a launch
+# waits for it (and is delivered), after that it is answered "queued" at once (a script that
+# never calls trace(), as most 2.0.0 scripts, must not make every launch wait).
+TRACE_GRACE = 0.5
 
 
 def _check_int(name: str, value: object, low: int, high: "Optional[int]" = None) -> int:
@@ -117,6 +122,7 @@ class Socket_Singleton:
         from ._host import Listener
 
         self.port = sock.getsockname()[1]  # the real port when port=0 was asked for
+        self._started = time.monotonic()
         name = "Socket_Singleton-%d" % self.port
         self._dispatcher = Dispatcher(name + "-dispatch", self.verbose, self.release)
         self._listener = Listener(sock, name + "-listener", self.verbose, self.secret,
@@ -174,7 +180,7 @@ class Socket_Singleton:
                              len(self._dispatcher.pending()))
             else:
                 status, detail = _wire.QUEUED, ""
-                if not observed:
+                if not observed and time.monotonic() - self._started >= TRACE_GRACE:
                     item = None  # no observer to wait for: answer "queued" at once
         if final and item is None:
             self.release()  # nothing left to deliver first

@@ -254,3 +254,18 @@ class ThreadLeakCheck(unittest.TestCase):
             if thread.name.startswith("Socket_Singleton"):
                 thread.join(WAIT)
                 self.assertFalse(thread.is_alive(), "thread %s leaked" % thread.name)
+
+
+def encode_launch(proof, pid, cwd, args):
+    """A LAUNCH frame as our client makes it, with a fresh launch id."""
+    from Socket_Singleton import _wire
+
+    return _wire.encode_launch(proof, os.urandom(_wire.ID_SIZE), pid, cwd, args)
+
+
+def after_banner(test, reply):
+    """What a host wrote to a raw framed peer after the banner it sends first."""
+    from Socket_Singleton import _wire
+
+    test.assertEqual(reply[:len(_wire.BANNER)], _wire.BANNER)
+    return reply[len(_wire.BANNER):]

@@ -19,6 +19,7 @@ from Socket_Singleton import (
     _client,
     _dispatch,
     _host,
+    _singleton,
     _wire,
 )
 
@@ -52,7 +53,7 @@ def deadline():
 def handshake(sock):
     """Be our own client up to the welcome, by hand."""
     sock.sendall(_wire.PREAMBLE)
-    assert _client._read_exactly(sock, len(_wire.BANNER), deadline()) == _wire.BANNER
+    assert _client._read_banner(sock, deadline()) == _wire.BANNER
     sock.sendall(_wire.frame(_wire.HELLO, os.urandom(_wire.NONCE_SIZE)))
     kind, _ = _client._read_frame(sock, deadline())
     assert kind == _wire.WELCOME, kind
@@ -164,15 +165,31 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
     """2.0.0's most basic use: Socket_Singleton() and nothing else."""
 
     def test_a_launch_is_answered_at_once_without_an_observer(self):
-        host = in_process_host(self)
         # An answer that waited for an observer would come only after DELIVERY_WAIT.
-        with mock.patch.object(_host, "DELIVERY_WAIT", 10 * support.WAIT):
+        with mock.patch.object(_host, "DELIVERY_WAIT", 10 * support.WAIT), \
+                mock.patch.object(_singleton, "TRACE_GRACE", 0):
+            host = in_process_host(self)
             err = hand_off_here(host.port, [ARG], handoff_timeout=support.WAIT)
         self.assertEqual(err.reason, "queued")
         self.assertEqual(host.arguments, ((ARG,),))
 
+    def test_a_new_host_gives_the_application_time_to_trace(self):
+        # Launches that come before the application's first trace() (a moment after the
+        # constructor returned) wait for it, and are delivered.
+        collector = support.Collector()
+        with mock.patch.object(_singleton, "TRACE_GRACE", support.WAIT), \
+                mock.patch.object(_host, "DELIVERY_WAIT", support.WAIT):
+            host = in_process_host(self)
+            tracer = threading.Timer(support.SHORT, host.trace, (collector,))
+            tracer.start()
+            self.addCleanup(tracer.cancel)
+            err = hand_off_here(host.port, [ARG])
+        self.assertEqual(err.reason, "delivered")
+        self.assertEqual(collector.received, [(ARG,)])
+
     def test_any_number_of_launches_end_well_in_bounded_memory(self):
-        host = in_process_host(self)
+        with mock.patch.object(_singleton, "TRACE_GRACE", 0):
+            host = in_process_host(self)
         reasons = []
         for n in range(5000):
             reasons.append(hand_off_here(host.port, ["launch-%d" % n]).reason)

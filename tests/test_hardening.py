@@ -476,7 +476,7 @@ class TestHostilePeers(HostTestCase):
         peer = connect(self.app.port)
         peer.sendall(_wire.PREAMBLE + _wire.frame(_wire.HELLO, b"n" * _wire.NONCE_SIZE))
         self.assertEqual(read_frame(peer)[0], _wire.WELCOME)
-        launch = _wire.encode_launch(b"", os.getpid(), "/", ("never", "delivered"))
+        launch = support.encode_launch(b"", os.getpid(), "/", ("never", "delivered"))
         peer.sendall(launch[:len(launch) // 2])
         reset(peer)
         self.watcher.wait_for("dropped")

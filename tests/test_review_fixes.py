@@ -60,7 +60,7 @@ def hello(port):
 def launch_on(peer, args):
     """Send a framed launch (no secret) on *peer*, which has had its welcome; returns the
     acknowledgement as ``(status, detail)``."""
-    peer.sendall(_wire.encode_launch(b"", os.getpid(), os.getcwd(), tuple(args)))
+    peer.sendall(support.encode_launch(b"", os.getpid(), os.getcwd(), tuple(args)))
     kind, payload = read_frame(peer)
     if kind != _wire.ACK:
         raise AssertionError("expected an acknowledgement, got %r" % kind)
@@ -170,7 +170,7 @@ class TestReviewFixesPeerFailures(HostTestCase):
     def test_a_framed_handler_that_raises_drops_only_that_peer(self):
         with mock.patch.object(_wire, "decode_launch", side_effect=RuntimeError("boom-frame")):
             with hello(self.app.port) as peer:
-                peer.sendall(_wire.encode_launch(b"", os.getpid(), "/", ("x",)))
+                peer.sendall(support.encode_launch(b"", os.getpid(), "/", ("x",)))
                 wait_closed(peer)  # no acknowledgement: dropped
             record = self.watcher.wait_for("failed")
         self.assertIs(record.exc_info[0], RuntimeError)
