@@ -170,8 +170,13 @@ class Socket_Singleton:
             observed = self._dispatcher.observer_count() > 0
             if item is None and not observed:
                 # 2.0.0's scripts that never trace(): the launch is done with, as it was there
+                waiting = len(self._dispatcher.pending())
                 status, detail = _wire.IGNORED, "no observer is registered and the %d launches " \
-                    "it keeps for one are waiting" % len(self._dispatcher.pending())
+                    "it keeps for one are waiting" % waiting
+                from . import _log
+
+                _log.warning(self.verbose, "no observer is registered and %d launches wait for "
+                             "one; launch ignored", waiting)
             elif item is None:
                 status, detail = _wire.REJECTED, "the running instance's queue is full"
                 from . import _log

@@ -269,3 +269,18 @@ def after_banner(test, reply):
 
     test.assertEqual(reply[:len(_wire.BANNER)], _wire.BANNER)
     return reply[len(_wire.BANNER):]
+
+
+def greet(sock):
+    """Be a framed client up to the banner: send the preamble, read and check the banner."""
+    from Socket_Singleton import _wire
+
+    sock.sendall(_wire.PREAMBLE)
+    banner = b""
+    while len(banner) < len(_wire.BANNER):
+        chunk = sock.recv(len(_wire.BANNER) - len(banner))
+        if not chunk:
+            raise AssertionError("the host closed before its banner")
+        banner += chunk
+    if banner != _wire.BANNER:
+        raise AssertionError("not the banner: %r" % banner)

@@ -349,7 +349,8 @@ class TestLoggingAndVerbose(HostTestCase):
             after.wait(1)
             watcher.wait_for("raised")
             with socket.create_connection(("127.0.0.1", app.port), support.WAIT) as peer:
-                peer.sendall(_wire.PREAMBLE + b"not the protocol at all\n" + b"\xff" * 64)
+                support.greet(peer)
+                peer.sendall(b"not the protocol at all\n" + b"\xff" * 64)
                 self.assertEqual(read_frame(peer)[0], _wire.ACK)  # a refusal, logged first
             watcher.wait_for("protocol error")
         self.assertEqual(err.getvalue(), "")
