@@ -202,6 +202,17 @@ class TestExampleTkOpenFiles(unittest.TestCase):
         self.assertEqual((code, out, err), (0, "", ""))
         self.assertEqual(shown(), both)
 
+        # More files than the list has rows: all are listed, and it scrolls to the newest.
+        more = ["file-%02d.txt" % number for number in range(20)]
+        _, code, out, err = run_launch(TK_OPEN_FILES, more, env, cwd=b)
+        self.assertEqual((code, out, err), (0, "", ""))
+        everything = both + [os.path.join(b, name) for name in more]
+        self.assertEqual(shown(), everything)
+        line = app.expect(lambda line: line.startswith("in view: "))
+        in_view = ast.literal_eval(line[len("in view: "):])
+        self.assertTrue(0 < len(in_view) < len(everything), in_view)
+        self.assertEqual(in_view, everything[-len(in_view):])
+
 
 if __name__ == "__main__":
     unittest.main()
