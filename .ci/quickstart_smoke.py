@@ -1,29 +1,37 @@
-"""Runs the README quick start as a user would: examples/quickstart.py as host, then a second
-launch with arguments; the host must print them. Argument: the repository root. Run it from
-outside the repository so the installed package, not the checkout, is imported."""
+"""Runs the README quick start as a user would: examples/quickstart.py as the host, then a second
+launch with arguments; the host must print them. Arguments: the repository root, and where the
+package must be imported from ("site-packages" for an install, the root for an editable one).
+Run it from outside the repository, so that the installed package is what is imported."""
 
 import os
+import socket
 import subprocess
 import sys
 
-root = sys.argv[1]
+root, expected = sys.argv[1], sys.argv[2]
 script = os.path.join(root, "examples", "quickstart.py")
-env = dict(os.environ, PYTHONUNBUFFERED="1")
+with socket.socket() as probe:  # a port nobody listens on, not the example's fixed default
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+env = dict(os.environ, PYTHONUNBUFFERED="1", QUICKSTART_PORT=str(port))
 env.pop("PYTHONPATH", None)
 
-host = subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE, text=True, env=env)
+where = subprocess.run([sys.executable, "-c", "import Socket_Singleton as m; print(m.__file__)"],
+                       env=env, capture_output=True, text=True, check=True)
+assert expected in where.stdout, (expected, where.stdout)
+
+host = subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE,
+                        text=True, env=env)
 try:
     first = host.stdout.readline()
-    assert first.startswith("host on port"), first
-    second = subprocess.run([sys.executable, script, "hello", "two words"], env=env,
-                            timeout=30, capture_output=True, text=True)
+    assert first.startswith("host on port %d" % port), first
+    second = subprocess.run([sys.executable, script, "hello", "two words"], env=env, timeout=30,
+                            capture_output=True, text=True)
     assert second.returncode == 0, second
     line = host.stdout.readline()
     assert "('hello', 'two words')" in line, line
-    where = subprocess.run([sys.executable, "-c", "import Socket_Singleton; print(Socket_Singleton.__file__)"],
-                           env=env, capture_output=True, text=True, check=True).stdout
-    assert "site-packages" in where, where
     print("quick start OK:", line.strip())
 finally:
     host.terminate()
     host.wait(30)
+    host.stdout.close()

@@ -9,7 +9,7 @@ import time
 
 from . import _figures
 from ._impl import BenchmarkError, baseline, checkout, make_baseline, resolve
-from ._report import Report, targets
+from ._report import Report, summary
 
 # name -> (function, what it measures)
 FIGURES = {
@@ -116,8 +116,8 @@ def main(argv=None):
             function(report, impls, cfg)
             print("    %.1f s" % (time.monotonic() - began), file=sys.stderr, flush=True)
         print()
-        print("Targets (issue 4), for this checkout:")
-        for line in targets(report):
+        print("Summary (this checkout):")
+        for line in summary(report):
             print("  " + line)
         print("\ntotal time %.0f s; load average at end %s" % (
             time.monotonic() - started,

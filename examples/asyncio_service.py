@@ -1,8 +1,8 @@
 """An asyncio service that receives later launches as jobs.
 
-    python examples/asyncio_service.py              # the service
+    python examples/asyncio_service.py              # the service (Ctrl+C or `stop` ends it)
     python examples/asyncio_service.py job-1 job-2  # hands two jobs to it, exits
-    python examples/asyncio_service.py stop         # asks it to stop
+    python examples/asyncio_service.py stop         # asks the running service to stop
 
 Observers run on the library's dispatch thread; ``loop.call_soon_threadsafe`` is the one safe
 way to hand something to an event loop from another thread.
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 
 from Socket_Singleton import Socket_Singleton
 
@@ -34,5 +36,23 @@ async def serve() -> None:
                 print("done", job, flush=True)
 
 
+def stop() -> int:
+    # "stop" must never start a service of its own, so it does not construct Socket_Singleton
+    # (which would become the host when nothing runs): the command line's `send` hands the
+    # word over, or says that nothing listens (exit status 3).
+    return subprocess.call([sys.executable, "-m", "Socket_Singleton", "send",
+                            "--port", str(PORT), "--", "stop"])
+
+
+def main() -> int:
+    if sys.argv[1:] == ["stop"]:
+        return stop()
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:  # Ctrl+C: the port is already released, say so and end quietly
+        print("interrupted, stopping", flush=True)
+    return 0
+
+
 if __name__ == "__main__":
-    asyncio.run(serve())
+    sys.exit(main())

@@ -7,11 +7,14 @@ The second launch hands its arguments to the first and exits; the first prints t
 Stop the host with Ctrl+C.
 """
 
+import os
 import threading
 
 from Socket_Singleton import Socket_Singleton
 
-PORT = 50123  # pick a fixed port of your own in 49152-65535
+# A fixed port of your own is the application's identity; the environment variable only lets
+# the tests run this file on a port that is free at the time.
+PORT = int(os.environ.get("QUICKSTART_PORT", "50123"))
 
 
 def on_launch(args):

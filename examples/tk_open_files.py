@@ -29,8 +29,11 @@ class Viewer:
     def __init__(self, root: tk.Tk) -> None:
         self.root = root
         root.title("Socket_Singleton Tk demo")
-        self.files = tk.Listbox(root, width=80, height=12)
-        self.files.pack(fill="both", expand=True)
+        scrollbar = tk.Scrollbar(root, orient="vertical")
+        self.files = tk.Listbox(root, width=80, height=12, yscrollcommand=scrollbar.set)
+        scrollbar.configure(command=self.files.yview)
+        scrollbar.pack(side="right", fill="y")
+        self.files.pack(side="left", fill="both", expand=True)
         self.launches: queue.Queue[tuple[str, ...]] = queue.Queue()
 
     def on_launch(self, launch: tuple[str, ...]) -> None:
@@ -50,10 +53,20 @@ class Viewer:
     def open(self, names: tuple[str, ...], cwd: str) -> None:
         for name in names:
             self.files.insert("end", os.path.normpath(os.path.join(cwd, name)))
-        self.root.deiconify()  # bring the window forward, also for a launch without files
+        # Bring the window forward on every launch, also one without files. (On Windows the
+        # launching process allows this; without that, Windows only flashes the taskbar.)
+        self.root.deiconify()
         self.root.lift()
         self.root.focus_force()
+        self.root.update_idletasks()  # lay the list out, so that it scrolls to its real end
+        self.files.see("end")  # the newest file is in view; the scrollbar reaches the others
         print("window shows:", list(self.files.get(0, "end")), flush=True)
+        print("in view:", self.in_view(), flush=True)
+
+    def in_view(self) -> list[str]:
+        """The entries the list shows without scrolling."""
+        rows = range(self.files.index("end"))
+        return [self.files.get(row) for row in rows if self.files.bbox(row) is not None]
 
 
 def main() -> None:

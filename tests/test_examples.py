@@ -2,7 +2,6 @@
 
 import ast
 import os
-import re
 import select
 import shutil
 import subprocess
@@ -50,24 +49,15 @@ def example_process(test, script, args=(), env=None, cwd=None):
 class TestExampleQuickstart(unittest.TestCase):
 
     def test_second_launch_hands_its_arguments_to_the_host(self):
-        # The quick start has a fixed PORT, as a real program would: run a copy of it with
-        # that one line changed to a port that is free now.
-        with open(QUICKSTART, encoding="utf-8") as source:
-            text = source.read()
         port = support.free_port()
-        text, count = re.subn(r"(?m)^PORT = \d+", "PORT = %d" % port, text)
-        self.assertEqual(count, 1, "quickstart.py should set PORT once")
         where = tempfile.TemporaryDirectory()
         self.addCleanup(where.cleanup)
         folder = os.path.realpath(where.name)
-        script = os.path.join(folder, "quickstart.py")
-        with open(script, "w", encoding="utf-8") as copy:
-            copy.write(text)
-        env = example_env()
+        env = example_env(QUICKSTART_PORT=str(port))
 
-        host = example_process(self, script, env=env, cwd=folder)
+        host = example_process(self, QUICKSTART, env=env)
         host.expect(lambda line: line.startswith("host on port %d;" % port))
-        pid, code, out, err = run_launch(script, ["hello", "two words"], env, cwd=folder)
+        pid, code, out, err = run_launch(QUICKSTART, ["hello", "two words"], env, cwd=folder)
         self.assertEqual((code, out, err), (0, "", ""))
         host.expect("a later launch passed ('hello', 'two words') (from %s, pid %d)"
                     % (folder, pid))
@@ -85,10 +75,32 @@ class TestExampleAsyncioService(unittest.TestCase):
             self.assertEqual((code, out, err), (0, "", ""))
             service.expect("done " + job)
         _, code, out, err = run_launch(ASYNCIO_SERVICE, ["stop"], env)
-        self.assertEqual((code, out, err), (0, "", ""))
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertIn("(pid %d)" % service.proc.pid, out)  # the command line's `send` reports
         self.assertEqual(service.wait_exit(), 0, service.output)
         self.assertEqual(service.output, ["service ready on port %d" % port, "done job-1",
                                           "done job-2", "stopping"])
+
+    def test_ctrl_c_ends_the_service_without_a_traceback(self):
+        port = support.free_port()
+        env = example_env(ASYNCIO_DEMO_PORT=str(port))
+        service = example_process(self, ASYNCIO_SERVICE, env=env)
+        service.expect("service ready on port %d" % port)
+        code = service.ctrl_c()
+        if code is None:
+            self.skipTest("SIGINT cannot reach the example here")
+        self.assertEqual((code, service.output),
+                         (0, ["service ready on port %d" % port, "interrupted, stopping"]))
+        again = example_process(self, ASYNCIO_SERVICE, env=env)  # the port was released
+        again.expect("service ready on port %d" % port)
+
+    def test_stop_starts_no_service_when_none_runs(self):
+        port = support.free_port()
+        env = example_env(ASYNCIO_DEMO_PORT=str(port))
+        _, code, out, err = run_launch(ASYNCIO_SERVICE, ["stop"], env)
+        self.assertEqual((code, out), (3, ""), err)  # the command line's "nothing listens"
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertTrue(err.startswith("socket-singleton: "), err)
 
 
 class TestExampleQueueTool(unittest.TestCase):
@@ -189,6 +201,17 @@ class TestExampleTkOpenFiles(unittest.TestCase):
         _, code, out, err = run_launch(TK_OPEN_FILES, [], env, cwd=b)
         self.assertEqual((code, out, err), (0, "", ""))
         self.assertEqual(shown(), both)
+
+        # More files than the list has rows: all are listed, and it scrolls to the newest.
+        more = ["file-%02d.txt" % number for number in range(20)]
+        _, code, out, err = run_launch(TK_OPEN_FILES, more, env, cwd=b)
+        self.assertEqual((code, out, err), (0, "", ""))
+        everything = both + [os.path.join(b, name) for name in more]
+        self.assertEqual(shown(), everything)
+        line = app.expect(lambda line: line.startswith("in view: "))
+        in_view = ast.literal_eval(line[len("in view: "):])
+        self.assertTrue(0 < len(in_view) < len(everything), in_view)
+        self.assertEqual(in_view, everything[-len(in_view):])
 
 
 if __name__ == "__main__":

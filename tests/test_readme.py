@@ -22,9 +22,11 @@ import unittest
 from Socket_Singleton import Socket_Singleton
 
 from . import support
+from .test_cli import ForeignServer
 
 README = os.path.join(support.ROOT, "README.md")
 README_PORT = "50123"  # the port of the README's examples; tests use free ones
+VENV = ".venv"  # the virtual environment the README's first commands make in the checkout
 FENCE = re.compile(r"^(\s*)```(.*)$")
 UNTAGGED = ("", "text")  # diagrams and other text: nothing to run
 
@@ -89,8 +91,8 @@ def read_blocks():
 # What each block is, by its distinctive content: (languages, test on the text).
 KINDS = {
     "try-it (bash)": (("bash",), lambda text: "examples/quickstart.py" in text),
-    "install (bash)": (("bash",), lambda text: text.strip().startswith("pip install")
-                       and "\n" not in text.strip()),
+    "install (bash)": (("bash",), lambda text: text.strip().startswith("python3 -m venv")
+                       and "pip install -e ." in text and "quickstart" not in text),
     "running the tests (bash)": (("bash",), lambda text: "-m unittest" in text
                                  and "quickstart" not in text),
     "command line (bash)": (("bash",), lambda text: "socket-singleton status" in text),
@@ -161,7 +163,7 @@ def shell_commands(text):
         stripped = line.strip()
         if stripped.startswith("#"):
             stripped = stripped.lstrip("#").strip()
-            if not re.match(r"(python|pip|socket-singleton) ", stripped):
+            if not re.match(r"(\.|python3?|pip|socket-singleton) ", stripped):
                 continue
         lexer = shlex.shlex(stripped, posix=True, punctuation_chars=True)
         lexer.whitespace_split = True
@@ -452,6 +454,20 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         if code is not None:
             self.assertEqual(code, 0, host.output)
 
+    def test_open_with_wrapper_fails_when_a_foreign_program_holds_the_port(self):
+        block = self.block("open-with wrapper (bash)")
+        shims, here = self.shims(), self.folder()
+        foreign = ForeignServer(self, "garbage")
+        self.write(here, "app.py", with_port(self.block("quick start app"), foreign.port,
+                                             "port=50123"))
+        self.write(here, "open-with.sh", with_port(block, foreign.port, "--port 50123"))
+        result = run(["bash", "open-with.sh", "notes.txt"], here, block_env(shims))
+        # send's status for a foreign program, and the application was not started.
+        self.assertEqual((result.code, result.out),
+                         (self.documented_exit("send", "not a Socket_Singleton host"), ""),
+                         result)
+        self.assertEqual(len(result.err.splitlines()), 1, result)
+
     def test_bash_commands_refer_to_what_exists(self):
         commands = [(block, words) for block in read_blocks() if block.language == "bash"
                     for words in shell_commands(block.text)]
@@ -459,17 +475,21 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         for block, words in commands:
             with self.subTest(block=block, command=" ".join(words)):
                 while words and re.match(r"[A-Za-z_]\w*=", words[0]):
-                    words = words[1:]  # NAME=value before the command
-                if words[:1] == ["exec"]:
+                    words = words[1:]  # NAME=value before the command, or alone
+                while words[:1] in (["exec"], ["if"], ["then"]):
                     words = words[1:]
                 name = words[0] if words else ""
+                if name in ("", "[", "fi", "exit"):
+                    continue  # shell syntax: an assignment, a test, the end of an if, exit
                 if name == "pip":
                     self.check_pip(words)
-                elif name == "python":
+                elif name in ("python", "python3"):
                     self.check_python(words)
+                elif name == ".":
+                    self.check_activate(words)
                 elif name == "socket-singleton":
                     self.check_console_script(words)
-                elif name != "[":  # a shell test ([ $? -ne 3 ])
+                else:
                     self.fail("this test does not know the command %r" % name)
 
     def check_pip(self, words):
@@ -483,7 +503,10 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         while rest and rest[0] == "-W":
             options += rest[:2]
             rest = rest[2:]
-        if rest[:2] == ["-m", "unittest"]:
+        if rest[:2] == ["-m", "venv"]:
+            self.assertEqual(len(rest), 3, "python -m venv DIRECTORY")
+            self.assertEqual(rest[2], VENV)
+        elif rest[:2] == ["-m", "unittest"]:
             names = [word for word in rest[2:] if not word.startswith("-")]
             self.assertTrue(names, "the README runs named tests")
             result = run([sys.executable, *options, "-c", LOAD_TESTS, *names], support.ROOT,
@@ -508,6 +531,15 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
                                 "%s does not exist" % rest[0])
         else:
             self.fail("this test does not know how to check python %s" % " ".join(rest))
+
+    def check_activate(self, words):
+        # ". DIR/bin/activate": DIR is the virtual environment the README creates.
+        self.assertEqual(words, [".", VENV + "/bin/activate"])
+        made = [words for block in read_blocks() if block.language == "bash"
+                for words in shell_commands(block.text) if words[1:3] == ["-m", "venv"]]
+        self.assertTrue(made, "README.md activates a virtual environment it never creates")
+        with open(os.path.join(support.ROOT, ".gitignore"), encoding="utf-8") as ignore:
+            self.assertIn(".venv*/", ignore.read().split(), "git should ignore the venv")
 
     def check_console_script(self, words):
         # Run for real by test_command_line_block; here: it is the installed command, and it
