@@ -141,19 +141,23 @@ class Dispatcher:
             self._pending_bytes -= item.size
             return True
 
-    def stop(self, wait: bool = True) -> None:
+    def stop(self) -> None:
         """Clear the observers and end the thread.
 
-        An observer that is running gets STOP_WAIT seconds to return (none with
-        ``wait=False``); one that takes longer (or that called stop() itself) is not waited
-        for: the thread exits when it returns.
+        An observer that is running gets STOP_WAIT seconds to return; one that takes longer
+        (or that called stop() itself) is not waited for: the thread exits when it returns.
         """
         with self._cond:
             self._stopping = True
             self._observers.clear()
             self._cond.notify_all()
-        if wait and self._thread is not threading.current_thread() and self._thread.ident:
+        if self._thread is not threading.current_thread() and self._thread.ident:
             self._thread.join(STOP_WAIT)
+
+    def request_stop(self) -> None:
+        """From here, no observer call starts; takes no lock, so it is safe in a signal handler
+        that interrupted this thread anywhere. stop() must follow, to wake the thread."""
+        self._stopping = True
 
     # -- the dispatch thread ----------------------------------------------------------
 
@@ -184,12 +188,14 @@ class Dispatcher:
                 if not observers:  # whoever saw it arrive is gone: better late than lost
                     observers = [(observer, args, kwargs)
                                  for observer, (args, kwargs, _) in registered]
+            called = False
             try:
                 for observer, args, kwargs in observers:
                     with self._cond:  # not after release() or its own untrace() returned
                         if self._stopping or observer not in self._observers:
                             continue
                         self._running = observer  # from here, untrace() waits for the call
+                    called = True
                     try:
                         observer(item.launch, *args, **kwargs)
                     except BaseException:  # noqa: BLE001 - even sys.exit() must not end dispatch
@@ -199,10 +205,21 @@ class Dispatcher:
                         with self._cond:
                             self._running = None
                             self._returned.notify_all()
-            finally:
-                with self._cond:
-                    item.state = DONE
-                if item.on_done is not None:
-                    item.on_done(item)
+            except BaseException:
+                if not called:  # a bug before any observer saw it: the launch is not delivered
+                    with self._cond:
+                        item.state = QUEUED
+                        self._pending_bytes += item.size
+                        self._queue.appendleft(item)
+                    raise
+                self._done(item)
+                raise
+            self._done(item)
             if item.final:
                 self._on_final()
+
+    def _done(self, item: Pending) -> None:
+        with self._cond:
+            item.state = DONE
+        if item.on_done is not None:
+            item.on_done(item)

@@ -239,7 +239,10 @@ class Socket_Singleton:
             else:
                 self._listener.stop()
         if self._dispatcher is not None:
-            self._dispatcher.stop(wait=not nested)
+            if nested:
+                self._dispatcher.request_stop()
+            else:
+                self._dispatcher.stop()
 
     def _releasing_on_this_thread(self) -> bool:
         # A signal handler that interrupted release() must not wait for what that release()
