@@ -11,7 +11,9 @@ go to ``Socket_Singleton(...)`` and whose other keys shape the app:
 * ``"observer_raises"``: after reporting, the observer raises ValueError with this message;
 * ``"return"``: the main thread returns right after start-up (the ``timeout`` cool-down case);
 * ``"patch"``: ``{"_host.PEER_DEADLINE": 0.5, ...}`` sets the library's module-level limits
-  (tests shrink them instead of waiting).
+  (tests shrink them instead of waiting);
+* ``"nofile"``: the process's limit on open file descriptors (POSIX), set before start-up;
+* ``"observer_raise"``: the observer raises after reporting each launch.
 
 Everything it reports is one JSON object per line on stdout:
 
@@ -20,10 +22,12 @@ Everything it reports is one JSON object per line on stdout:
   each argument as the hex of its ``os.fsencode`` bytes, so tests compare exact bytes;
 * ``{"event": "turned-away", "reason": ..., "delivered": ..., "host_pid": ..., "message": ...}``
   with ``strict=False`` (exit status 3);
-* ``{"event": "released"}`` after the stdin command ``release``.
+* ``{"event": "released"}`` after the stdin command ``release``;
+* ``{"event": "exhausted"}`` once ``exhaust`` has opened every free file descriptor but one,
+  ``{"event": "replenished", "threads": [...]}`` once ``replenish`` has closed them again.
 
-stdin commands, one per line: ``release``, ``trace``, ``unblock``, ``exit``; end of stdin
-releases and exits.
+stdin commands, one per line: ``release``, ``trace``, ``unblock``, ``exhaust``, ``replenish``,
+``exit``; end of stdin releases and exits.
 """
 
 import importlib
@@ -43,6 +47,10 @@ def report(**fields):
 
 def main():
     config = json.loads(os.environ.get("SS_TEST_CONFIG", "{}"))
+    if config.get("nofile"):
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (config["nofile"], config["nofile"]))
     for target, value in config.get("patch", {}).items():
         module, name = target.split(".")
         setattr(importlib.import_module("Socket_Singleton." + module), name, value)
@@ -63,12 +71,15 @@ def main():
             time.sleep(config["observer_delay"])
         if config.get("observer_block"):
             unblock.wait(60)
+        if config.get("observer_raise"):
+            raise RuntimeError("the observer failed")
 
     if config.get("trace", True):
         app.trace(observer)
     report(event="host", port=app.port, pid=os.getpid())
     if config.get("return"):
         return 0
+    held = []
     for line in sys.stdin:
         command = line.strip()
         if command == "release":
@@ -79,6 +90,17 @@ def main():
             report(event="traced")
         elif command == "unblock":
             unblock.set()
+        elif command == "exhaust":
+            try:
+                while True:
+                    held.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                os.close(held.pop())  # one left: the host can take one peer at a time
+            report(event="exhausted")
+        elif command == "replenish":
+            while held:
+                os.close(held.pop())
+            report(event="replenished", threads=[t.name for t in threading.enumerate()])
         elif command == "exit":
             break
     unblock.set()

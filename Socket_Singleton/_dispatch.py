@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
-from . import _log
+from . import _log, _net
 
 MAX_PENDING = 1024  # launches kept while no observer is registered (or observers lag behind)
 MAX_PENDING_BYTES = 64 * 1024 * 1024  # and the memory their arguments take, all together
@@ -59,13 +59,19 @@ class Dispatcher:
     """Owns the queue, the observers and the dispatch thread.
 
     Observers run on the dispatch thread only, one launch at a time, in arrival order.
-    ``on_final`` runs on the dispatch thread after the launch marked ``final`` is delivered.
+    ``on_final`` runs on the dispatch thread after the launch marked ``final`` is delivered;
+    ``on_failure`` runs on it should the thread ever fail (a bug), before it ends.
     """
 
-    def __init__(self, name: str, verbose: bool, on_final: Callable[[], None]) -> None:
+    def __init__(self, name: str, verbose: bool, on_final: Callable[[], None],
+                 on_failure: Callable[[], None]) -> None:
         self._verbose = verbose
         self._on_final = on_final
-        self._cond = threading.Condition()
+        self._on_failure = on_failure
+        lock = threading.RLock()  # re-entrant: stop() may run in a signal handler
+        self._cond = threading.Condition(lock)
+        self._returned = threading.Condition(lock)  # a call of an observer returned
+        self._running: Optional[Observer] = None  # the observer being called (from its check)
         self._queue: Deque[Pending] = deque()
         # observer -> (args, kwargs, seq of the first launch it gets)
         self._observers: Dict[Observer, Tuple[Tuple[Any, ...], Dict[str, Any], int]] = {}
@@ -73,7 +79,7 @@ class Dispatcher:
         self._pending_bytes = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        _net.start(self._thread)
 
     @property
     def thread(self) -> threading.Thread:
@@ -94,8 +100,13 @@ class Dispatcher:
                 self._cond.notify()
 
     def untrace(self, observer: Observer) -> None:
+        """Unregister *observer*; when this returns, no call of it starts or runs (except
+        the call that is running this untrace(), if called from an observer)."""
         with self._cond:
             self._observers.pop(observer, None)
+            if self._thread is not threading.current_thread():
+                while self._running is not None and self._running == observer:
+                    self._returned.wait()
 
     def observer_count(self) -> int:
         with self._cond:
@@ -144,12 +155,27 @@ class Dispatcher:
             self._stopping = True
             self._observers.clear()
             self._cond.notify_all()
-        if self._thread is not threading.current_thread():
+        if self._thread is not threading.current_thread() and self._thread.ident:
             self._thread.join(STOP_WAIT)
+
+    def request_stop(self) -> None:
+        """From here, no observer call starts; takes no lock, so it is safe in a signal handler
+        that interrupted this thread anywhere. stop() must follow, to wake the thread."""
+        self._stopping = True
 
     # -- the dispatch thread ----------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException:  # noqa: BLE001 - a bug: never leave launches with no one to deliver
+            _log.warning(self._verbose, "dispatch failed; releasing the port", exc_info=True)
+            try:
+                self._on_failure()
+            except BaseException:  # noqa: BLE001 - the thread ends quietly either way
+                pass
+
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 while not self._stopping and not (self._queue and self._observers):
@@ -166,21 +192,39 @@ class Dispatcher:
                 if not observers:  # whoever saw it arrive is gone: better late than lost
                     observers = [(observer, args, kwargs)
                                  for observer, (args, kwargs, _) in registered]
+            called = False
             try:
                 for observer, args, kwargs in observers:
                     with self._cond:  # not after release() or its own untrace() returned
                         if self._stopping or observer not in self._observers:
                             continue
+                        self._running = observer  # from here, untrace() waits for the call
+                    called = True
                     try:
                         observer(item.launch, *args, **kwargs)
                     except BaseException as exc:  # noqa: BLE001 - even sys.exit() must not end dispatch
                         _log.warning(self._verbose, "Observer %s raised exception: %s: %s",
                                      getattr(observer, "__name__", observer),
                                      type(exc).__name__, exc, exc_info=True)
-            finally:
-                with self._cond:
-                    item.state = DONE
-                if item.on_done is not None:
-                    item.on_done(item)
+                    finally:
+                        with self._cond:
+                            self._running = None
+                            self._returned.notify_all()
+            except BaseException:
+                if not called:  # a bug before any observer saw it: the launch is not delivered
+                    with self._cond:
+                        item.state = QUEUED
+                        self._pending_bytes += item.size
+                        self._queue.appendleft(item)
+                    raise
+                self._done(item)
+                raise
+            self._done(item)
             if item.final:
                 self._on_final()
+
+    def _done(self, item: Pending) -> None:
+        with self._cond:
+            item.state = DONE
+        if item.on_done is not None:
+            item.on_done(item)

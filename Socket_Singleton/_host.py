@@ -7,13 +7,14 @@ import os
 import selectors
 import socket
 import struct
+import sys
 import threading
 import time
 import weakref
 from collections import OrderedDict, deque
 from typing import Callable, Deque, Dict, Optional, Set, Tuple
 
-from . import _log, _wire
+from . import _log, _net, _wire
 from ._dispatch import DONE, Pending
 
 PEER_DEADLINE = 5.0  # seconds a peer has to deliver its whole message or handshake
@@ -52,6 +53,48 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
+_gcc_s: object = None
+
+
+def prepare_for_exhaustion() -> None:
+    """Load now what the host's failure paths would otherwise load when they run, possibly out
+    of file descriptors: logging, and (CPython 3.7 and 3.8 on glibc) libgcc_s, which those
+    versions' threads need when they end; glibc aborts the process if it cannot load it then."""
+    global _gcc_s
+    _log.prepare()
+    if _gcc_s is None and sys.version_info < (3, 9) and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            _gcc_s = ctypes.CDLL("libgcc_s.so.1")
+        except (ImportError, OSError):  # not glibc, or no ctypes: nothing we can load early
+            _gcc_s = False
+
+
+class Timeout(threading.Thread):
+    """The ``timeout`` countdown: calls *action* after *seconds* unless cancelled first.
+
+    Unlike ``threading.Timer``, ``cancel()`` takes no lock (it releases one), so it can run in
+    a signal handler that interrupted another cancel() on the same thread.
+    """
+
+    def __init__(self, seconds: float, action: Callable[[], None], name: str) -> None:
+        super().__init__(name=name, daemon=False)
+        self._seconds = seconds
+        self._action = action
+        self._gate = threading.Lock()
+        self._gate.acquire()
+
+    def run(self) -> None:
+        if not self._gate.acquire(timeout=self._seconds):
+            self._action()
+
+    def cancel(self) -> None:
+        try:
+            self._gate.release()
+        except RuntimeError:  # cancelled already
+            pass
+
 
 class Listener:
     """Owns the listening socket, the accepted connections and the I/O thread.
@@ -62,8 +105,10 @@ class Listener:
     """
 
     def __init__(self, sock: socket.socket, name: str, verbose: bool, secret: Optional[str],
-                 on_launch: OnLaunch, withdraw: Callable[[Pending], bool]) -> None:
+                 on_launch: OnLaunch, withdraw: Callable[[Pending], bool],
+                 on_failure: Callable[[], None]) -> None:
         self._sock = sock
+        self._on_failure = on_failure  # called on the I/O thread should it fail (a bug)
         self._verbose = verbose
         self._secret = secret
         # What a plain message may carry beyond MAX_MESSAGE_SIZE: the secret field and its NUL.
@@ -85,16 +130,25 @@ class Listener:
             self._max_connections = min(MAX_CONNECTIONS, _SELECT_LIMIT)
         self._buffered = 0  # bytes held in unfinished messages
         self._accept_again_at: Optional[float] = None  # set while out of file descriptors
-        self._wake_r, self._wake_w = socket.socketpair()
-        for s in (sock, self._wake_r, self._wake_w):
-            s.setblocking(False)
-        self._selector.register(sock, selectors.EVENT_READ, self._accept)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeups)
+        try:
+            self._wake_r, self._wake_w = map(_net.wrap, socket.socketpair())
+            try:
+                for s in (sock, self._wake_r, self._wake_w):
+                    s.setblocking(False)
+                self._selector.register(sock, selectors.EVENT_READ, self._accept)
+                self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeups)
+            except BaseException:
+                _net.close_quietly(self._wake_r)
+                _net.close_quietly(self._wake_w)
+                raise
+        except BaseException:
+            self._selector.close()
+            raise
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         _LIVE.add(self)
 
     def start(self) -> None:
-        self._thread.start()
+        _net.start(self._thread)
 
     @property
     def thread(self) -> threading.Thread:
@@ -118,12 +172,19 @@ class Listener:
 
     def stop(self) -> None:
         """Stop serving: free the port, answer open hand-offs, close everything."""
+        self.request_stop()
+        if self._thread.ident is None:  # never started (a constructor that failed)
+            self._shutdown()
+        elif threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def request_stop(self) -> None:
+        """Like stop(), but returns at once (the I/O thread frees the port soon after)."""
         self._stop_requested = True
         if threading.current_thread() is self._thread:
             self._close_listening()  # the loop finishes the rest before it selects again
-            return
-        self._wake()
-        self._thread.join()
+        else:
+            self._wake()
 
     def _wake(self) -> None:
         try:
@@ -148,8 +209,14 @@ class Listener:
                 if self._close_at is not None and now >= self._close_at:
                     self._close_at = None
                     self._close_listening()
-        except Exception:  # noqa: BLE001 - a bug here must not leave the port held by a dead thread
+        except BaseException:  # noqa: BLE001 - a bug here must not leave the port held by a dead thread
+            self._close_listening()  # first: the port is never held by a thread that is gone
             _log.warning(self._verbose, "listener failed; releasing the port", exc_info=True)
+            self._stop_requested = True
+            try:
+                self._on_failure()
+            except BaseException:  # noqa: BLE001 - the shutdown below must run all the same
+                pass
         finally:
             self._shutdown()
 
@@ -180,34 +247,54 @@ class Listener:
                     # The peer stays in the backlog; retrying at once would spin.
                     _log.warning(self._verbose, "accept failed (%s); pausing %.1f s",
                                  err, ACCEPT_BACKOFF)
-                    self._pause_accepting()
-                    self._accept_again_at = time.monotonic() + ACCEPT_BACKOFF
+                    self._back_off()
                 else:  # e.g. ECONNABORTED: that peer only
                     _log.warning(self._verbose, "accept failed: %s", err)
                 return
-            sock.setblocking(False)
-            conn = _Connection(self, sock, peer)
+            try:
+                sock.setblocking(False)
+                conn = _Connection(self, sock, peer)
+                self._selector.register(sock, selectors.EVENT_READ, conn.on_event)
+            except Exception as err:  # noqa: BLE001 - e.g. ENOMEM from epoll: this peer only
+                _log.warning(self._verbose, "could not serve a peer (%r); dropped", err)
+                _net.close_quietly(sock)
+                self._back_off()
+                return
             self._conns.add(conn)
-            self._selector.register(sock, selectors.EVENT_READ, conn.on_event)
         self._pause_accepting()
+
+    def _back_off(self) -> None:
+        self._pause_accepting()
+        self._accept_again_at = time.monotonic() + ACCEPT_BACKOFF
 
     def _pause_accepting(self) -> None:
         if self._accepting and self.listening:
-            self._selector.unregister(self._sock)
             self._accepting = False
+            self._unregister(self._sock)
 
     def _resume_accepting(self) -> None:
         if (not self._accepting and self.listening and not self._draining
                 and self._accept_again_at is None):
-            self._selector.register(self._sock, selectors.EVENT_READ, self._accept)
+            try:
+                self._selector.register(self._sock, selectors.EVENT_READ, self._accept)
+            except OSError as err:  # ENOMEM, ENOSPC from epoll: try again a little later
+                _log.warning(self._verbose, "could not resume accepting (%s)", err)
+                self._accept_again_at = time.monotonic() + ACCEPT_BACKOFF
+                return
             self._accepting = True
+
+    def _unregister(self, sock: socket.socket) -> None:
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError, OSError):  # not registered, or closed under us
+            pass
 
     def _close_listening(self) -> None:
         if self.listening:
             if self._accepting:
-                self._selector.unregister(self._sock)
                 self._accepting = False
-            self._sock.close()
+                self._unregister(self._sock)
+            _net.close_quietly(self._sock)
 
     def forget(self, conn: _Connection) -> None:
         """Close *conn*. Unless the peer closed first, reset it: a host that closes first
@@ -218,13 +305,13 @@ class Listener:
         self._buffered -= len(conn.buf)
         if conn.item is not None:
             self._waiting.pop(conn.item, None)
-        self._selector.unregister(conn.sock)
+        self._unregister(conn.sock)
         if not conn.peer_closed:
             try:
                 conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             except OSError:  # already reset by the peer: nothing to linger over
                 pass
-        conn.sock.close()
+        _net.close_quietly(conn.sock)
         self._resume_accepting()
 
     def launch(self, conn: _Connection, args: Tuple[str, ...], cwd: Optional[str],
@@ -274,20 +361,29 @@ class Listener:
 
     def _shutdown(self) -> None:
         self._close_listening()
-        self._handle_completed()
-        for conn in list(self._conns):
-            conn.abandon()
-        # Answered clients close first (so no TIME_WAIT is left on the port); wait briefly.
-        grace_end = time.monotonic() + SHUTDOWN_GRACE
-        while self._conns and time.monotonic() < grace_end:
-            for key, mask in self._selector.select(max(0.0, grace_end - time.monotonic())):
-                key.data(mask)
-        for conn in list(self._conns):
-            self.forget(conn)
-        self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
-        _LIVE.discard(self)
+        try:
+            self._handle_completed()
+            for conn in list(self._conns):
+                conn.abandon()
+            # Answered clients close first (so no TIME_WAIT is left on the port); wait briefly.
+            grace_end = time.monotonic() + SHUTDOWN_GRACE
+            while self._conns and time.monotonic() < grace_end:
+                for key, mask in self._selector.select(max(0.0, grace_end - time.monotonic())):
+                    key.data(mask)
+        except Exception:  # noqa: BLE001 - whatever failed, every socket is closed below
+            _log.warning(self._verbose, "shutdown failed; closing every connection",
+                         exc_info=True)
+        finally:
+            for conn in list(self._conns):
+                try:
+                    self.forget(conn)
+                except Exception:  # noqa: BLE001 - the next one is closed all the same
+                    _net.close_quietly(conn.sock)
+            self._conns.clear()
+            self._selector.close()
+            _net.close_quietly(self._wake_r)
+            _net.close_quietly(self._wake_w)
+            _LIVE.discard(self)
 
     def close_in_forked_child(self) -> None:
         """In a child made by fork(), this listener's thread does not exist and its sockets

@@ -47,9 +47,21 @@ def _shown_elsewhere(record: "Any") -> bool:
     return False
 
 
+def prepare() -> None:
+    """Import logging now: a host logs on its failure paths, where a fresh import could fail
+    (out of file descriptors, out of memory) and take the logging thread down with it."""
+    _get()
+
+
 def warning(verbose: bool, msg: str, *args: object, exc_info: bool = False) -> None:
-    _get().warning(msg, *args, exc_info=exc_info, extra={_VERBOSE: verbose})
+    try:
+        _get().warning(msg, *args, exc_info=exc_info, extra={_VERBOSE: verbose})
+    except Exception:  # noqa: BLE001 - reporting a failure must never become one
+        pass
 
 
 def debug(verbose: bool, msg: str, *args: object) -> None:
-    _get().debug(msg, *args, extra={_VERBOSE: verbose})
+    try:
+        _get().debug(msg, *args, extra={_VERBOSE: verbose})
+    except Exception:  # noqa: BLE001 - reporting a failure must never become one
+        pass

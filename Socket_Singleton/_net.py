@@ -1,10 +1,40 @@
-"""Platform differences, in one place: how to hold a port exclusively."""
+"""Platform differences, in one place: how to hold a port exclusively. And the one testing
+hook through which tests inject faults into the library's sockets and threads."""
 
 import errno
 import socket
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import threading
+    from typing import Any
+
+# The testing hook (tests/test_faults.py): None in normal use. When set, every socket a host
+# opens passes through hook.socket(sock), whose result is used instead (its accept() returns
+# what the host then serves), and every library thread is started by hook.start(thread).
+hook: "Any" = None
+
+
+def wrap(sock: socket.socket) -> socket.socket:
+    return sock if hook is None else hook.socket(sock)
+
+
+def start(thread: "threading.Thread") -> None:
+    if hook is None:
+        thread.start()
+    else:
+        hook.start(thread)
+
 _WSAEADDRINUSE = 10048
 _IN_USE = {errno.EADDRINUSE, _WSAEADDRINUSE}
+
+
+def close_quietly(sock: socket.socket) -> None:
+    """Close *sock*; an error from close() (EINTR, ECONNRESET) still leaves it closed."""
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 def family_of(address: str) -> socket.AddressFamily:
@@ -30,22 +60,13 @@ def _hold_exclusively(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 
 
-def close_quietly(sock: socket.socket) -> None:
-    """Close *sock*; an error from close() (EINTR, say) still frees the descriptor, and there is
-    nothing left to do about it."""
-    try:
-        sock.close()
-    except OSError:
-        pass
-
-
 def listen_exclusively(address: str, port: int) -> "socket.socket | None":
     """Bind and listen on ``(address, port)``; ``None`` when another socket holds it.
 
     Any other failure is raised as the real ``OSError``. Two sockets may both bind with
     SO_REUSEADDR while neither listens, so ``listen()`` can be where we learn we lost.
     """
-    sock = socket.socket(family_of(address), socket.SOCK_STREAM)
+    sock = wrap(socket.socket(family_of(address), socket.SOCK_STREAM))
     try:
         _hold_exclusively(sock)
         sock.bind((address, port))

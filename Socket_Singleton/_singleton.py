@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # typing costs milliseconds, and a launch that is turned away
     from typing import Any, Callable, Iterator, NoReturn, Optional, Tuple
 
     from ._dispatch import Dispatcher, Launch, Pending
-    from ._host import Decision, Listener
+    from ._host import Decision, Listener, Timeout
 
 COMPAT_WAIT = 30.0  # seconds _append_args() waits for the observers (2.0.0 called them inline)
 # Seconds a new host gives the application to register its first observer: until then a launch
@@ -33,6 +33,11 @@ def _check_int(name: str, value: object, low: int, high: "Optional[int]" = None)
     return value
 
 
+# The longest wait a thread can make (threading.TIMEOUT_MAX: about 292 years on POSIX,
+# 49.7 days on Windows), in whole seconds.
+MAX_SECONDS = int(threading.TIMEOUT_MAX)
+
+
 def _check_seconds(name: str, value: object, allow_zero: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError("%s must be a number of seconds, not %s" % (name, type(value).__name__))
@@ -42,7 +47,19 @@ def _check_seconds(name: str, value: object, allow_zero: bool) -> float:
         raise ValueError("%s must be greater than or equal to 0" % name)
     if not allow_zero and value <= 0:
         raise ValueError("%s must be greater than 0" % name)
+    if value > MAX_SECONDS:
+        raise ValueError(("%s must be between 0 and %d seconds" if allow_zero else
+                          "%s must be greater than 0 and at most %d seconds")
+                         % (name, MAX_SECONDS))
     return value
+
+
+def _spawned_child() -> bool:
+    """Whether multiprocessing is re-running the main module in a child it started (spawn,
+    forkserver), where the module's top level must not act as a launch."""
+    process = sys.modules.get("multiprocessing.process")  # never imported here: it costs
+    return process is not None and bool(
+        getattr(process.current_process(), "_inheriting", False))
 
 
 class Socket_Singleton:
@@ -101,14 +118,14 @@ class Socket_Singleton:
                              "proved it knows it")
 
         self._clients = 0
-        self._release_lock = threading.Lock()
         self._released = False
-        self._release_done = threading.Event()
-        self._releasing_thread: Optional[int] = None
         self._listener: Optional[Listener] = None
         self._dispatcher: Optional[Dispatcher] = None
-        self._timer: Optional[threading.Timer] = None
+        self._timer: Optional[Timeout] = None
 
+        if _spawned_child():
+            self._released = True
+            return  # inert: not the host, nothing sent (multiprocessing's spawn, forkserver)
         claimed = _client.claim(address, self.port, self.client, tuple(sys.argv[1:]), secret,
                                 self.handoff_timeout, legacy=self.legacy_handoff)
         if isinstance(claimed, _client.Outcome):
@@ -117,27 +134,42 @@ class Socket_Singleton:
         self._serve(claimed)
 
     def _serve(self, sock: socket.socket) -> None:
-        # Only a host needs these; a launch that is turned away never loads them.
-        from ._dispatch import Dispatcher
-        from ._host import Listener
+        try:
+            # Only a host needs these; a launch that is turned away never loads them.
+            from . import _host
+            from ._dispatch import Dispatcher
 
-        self.port = sock.getsockname()[1]  # the real port when port=0 was asked for
-        self._started = time.monotonic()
-        name = "Socket_Singleton-%d" % self.port
-        self._dispatcher = Dispatcher(name + "-dispatch", self.verbose, self.release)
-        self._listener = Listener(sock, name + "-listener", self.verbose, self.secret,
-                                  self._on_launch, self._dispatcher.withdraw)
-        if self.timeout > 0:
-            # Not a daemon: like 2.0.0, the process keeps the port until the timeout fires
-            # even when the main thread ends first. Made before the listener starts, so that
-            # a release by an early launch (release_threshold) cancels it; a Timer that is
-            # cancelled before start() ends at once.
-            self._timer = threading.Timer(self.timeout, self.release)
-            self._timer.name = name + "-timeout"
-            self._timer.daemon = False
-        self._listener.start()
-        if self._timer is not None:
-            self._timer.start()
+            _host.prepare_for_exhaustion()
+            self.port = sock.getsockname()[1]  # the real port when port=0 was asked for
+            self._started = time.monotonic()
+            name = "Socket_Singleton-%d" % self.port
+            self._dispatcher = Dispatcher(name + "-dispatch", self.verbose, self.release,
+                                          self._library_thread_failed)
+            self._listener = _host.Listener(sock, name + "-listener", self.verbose, self.secret,
+                                            self._on_launch, self._dispatcher.withdraw,
+                                            self._library_thread_failed)
+            if self.timeout > 0:
+                # Not a daemon: like 2.0.0, the process keeps the port until the timeout
+                # fires even when the main thread ends first. Made before the listener
+                # starts, so that a release by an early launch (release_threshold) cancels
+                # it; a Timeout that is cancelled before start() ends at once.
+                self._timer = _host.Timeout(self.timeout, self.release, name + "-timeout")
+            self._listener.start()
+            if self._timer is not None:
+                _net.start(self._timer)
+        except BaseException:
+            # Atomic: the application never gets this object, so nothing it started may go on.
+            self._released = True
+            try:
+                self.release()
+            finally:
+                _net.close_quietly(sock)
+            raise
+
+    def _library_thread_failed(self) -> None:
+        # A listener or dispatch thread failed (a bug): release everything, so that the port
+        # is never held without a listener and no launch is queued without a dispatcher.
+        self.release()
 
     def _turned_away(self, outcome: "_client.Outcome") -> "NoReturn":
         where = _net.where(self.address, self.port)
@@ -212,40 +244,39 @@ class Socket_Singleton:
     def release(self) -> None:
         """Free the port, stop delivery, cancel the timeout and forget the observers.
 
-        Synchronous and idempotent; safe from any thread, from the timeout and from inside
-        an observer. When it returns, the port can be bound again (an observer that calls
-        it while another thread is already releasing returns at once instead of waiting).
+        Synchronous and idempotent; safe from any thread, from the timeout, from inside an
+        observer and from a signal handler. When it returns, the port can be bound again,
+        except in a signal handler that interrupted a release() on the same thread: that
+        one returns at once and the interrupted release() finishes the job. Should a
+        release() be interrupted (an exception, KeyboardInterrupt), the next call finishes.
         """
-        me = threading.get_ident()
-        with self._release_lock:
-            first = not self._released
-            self._released = True
-            if first:
-                self._releasing_thread = me
-        if first:
-            try:
-                if self._timer is not None:
-                    self._timer.cancel()  # not joined: it may be waiting for this very release
-                if self._listener is not None:
-                    self._listener.stop()
-                if self._dispatcher is not None:
-                    self._dispatcher.stop()
-            finally:
-                self._release_done.set()
-        elif self._on_library_thread() or self._releasing_thread == me:
-            return  # the first release() may be waiting for us, or is us (a signal handler)
-        else:
-            self._release_done.wait()
-        if self._listener is not None and not self._on_library_thread():
-            # The listener's thread closes the last connections on the port; it may be
-            # finishing a release it began itself (release_threshold).
-            self._listener.join()
+        # Every step is idempotent and takes no lock that an interrupted caller on this
+        # thread could hold, so a release() that was cut short is finished by the next one.
+        self._released = True
+        nested = self._releasing_on_this_thread()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._listener is not None:
+            if nested:
+                self._listener.request_stop()
+            else:
+                self._listener.stop()
+        if self._dispatcher is not None:
+            if nested:
+                self._dispatcher.request_stop()
+            else:
+                self._dispatcher.stop()
 
-    def _on_library_thread(self) -> bool:
-        # The first release() may be joining these threads: they must never wait for it.
-        current = threading.current_thread()
-        return any(part is not None and part.thread is current
-                   for part in (self._listener, self._dispatcher))
+    def _releasing_on_this_thread(self) -> bool:
+        # A signal handler that interrupted release() must not wait for what that release()
+        # waits for. The stack tells, where a flag set and cleared by release() could be
+        # left stale by an exception between the two.
+        frame = sys._getframe(1).f_back  # the caller of the release() that asks
+        while frame is not None:
+            if frame.f_code is _RELEASE_CODE and frame.f_locals.get("self") is self:
+                return True
+            frame = frame.f_back
+        return False
 
     # -- 2.0.0's private names, kept for code and tests written against 2.0.0 (deprecated) ----
 
@@ -333,3 +364,6 @@ class _Observers:
     def clear(self) -> None:
         for observer in self._registered():
             self._owner.untrace(observer)
+
+
+_RELEASE_CODE = Socket_Singleton.release.__code__
