@@ -194,6 +194,7 @@ def _hand_off(sock: socket.socket, args: "Tuple[str, ...]", secret: "Optional[st
     if size > welcome.limit:
         raise _Finished(_errors.REJECTED, "the arguments take %d bytes; the running instance "
                         "accepts at most %d" % (size, welcome.limit), pid)
+    _net.allow_foreground(pid)  # before the host's observers run: they may raise its window
     try:
         _set_timeout(sock, deadline)
         sock.sendall(message)
