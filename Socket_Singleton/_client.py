@@ -262,6 +262,7 @@ def _hand_off(sock: socket.socket, welcome: "_Welcome", args: "Tuple[str, ...]",
             % (size, welcome.limit)
         _say_bye(sock, reason)
         return Outcome(_errors.REJECTED, reason, pid)
+    _net.allow_foreground(pid)  # before the host's observers run: they may raise its window
     # From here on the host may hold the launch: whatever breaks, asking again (with the same
     # id) is what tells; the host answers a launch it already took instead of taking it twice.
     try:

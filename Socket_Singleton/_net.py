@@ -1,8 +1,10 @@
-"""Platform differences, in one place: how to hold a port exclusively. And the one testing
-hook through which tests inject faults into the library's sockets and threads."""
+"""Platform differences, in one place: how to hold a port exclusively, and how a launch lets
+the host take the foreground. And the one testing hook through which tests inject faults into
+the library's sockets and threads."""
 
 import errno
 import socket
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -77,3 +79,20 @@ def listen_exclusively(address: str, port: int) -> "socket.socket | None":
             return None
         raise
     return sock
+
+
+def allow_foreground(pid: int) -> None:
+    """Let process *pid* bring its window to the front; call it before handing it a launch.
+
+    Windows gives the foreground only to the process the user just started (the launch), which
+    may pass that right on with ``AllowSetForegroundWindow``; without it the host's window only
+    flashes in the taskbar. A no-op elsewhere; never raises: a launch must not fail over focus.
+    """
+    if sys.platform != "win32":
+        return
+    try:
+        import ctypes  # only here: a launch elsewhere never pays for it
+
+        ctypes.windll.user32.AllowSetForegroundWindow(pid)
+    except Exception:  # noqa: BLE001 - no user32 (a service, a server core), a bad pid: no focus
+        pass

@@ -17,6 +17,49 @@ WAIT = 30.0  # generous bound for anything we wait for (CPython's support.SHORT_
 SHORT = 0.3  # only to show that something did NOT happen
 
 
+def _keeps_undecodable_bytes():
+    try:
+        os.fsdecode(b"\xff\xfe")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# POSIX keeps bytes that are not UTF-8 in names and arguments (surrogateescape); Windows
+# decodes them strictly (its command lines are UTF-16), so no argument can hold them there.
+UNDECODABLE_ARGS = _keeps_undecodable_bytes()
+
+
+def _under_wine():
+    if os.name != "nt":
+        return False
+    import ctypes
+    try:
+        return hasattr(ctypes.WinDLL("ntdll"), "wine_get_version")
+    except OSError:
+        return False
+
+
+# Wine runs Windows programs on Linux, but it is not Windows in some socket details: it cannot
+# reproduce Windows' port stealing by a second SO_REUSEADDR bind, a peer's reset reads as a
+# clean close, and TIME_WAIT follows Linux rules. Tests that meet these say so.
+WINE = _under_wine()
+
+
+def fsdecode(data):
+    """``os.fsdecode``, or where undecodable bytes cannot be an argument (Windows), the text
+    with replacement characters: an argument the platform can hold."""
+    if UNDECODABLE_ARGS:
+        return os.fsdecode(data)
+    return data.decode("utf-8", "replace")
+
+
+def text(data):
+    """A child's output as text, its line endings as "\n" (Windows writes os.linesep, "\r\n",
+    to text streams); where os.linesep is "\n" nothing changes, so a stray "\r" still shows."""
+    return data.decode("utf-8", "replace").replace(os.linesep, "\n")
+
+
 def free_port(address="127.0.0.1"):
     """A port nobody listens on right now (bind port 0 and read it back)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -55,7 +98,7 @@ def run_client(args=(), config=None, cwd=None, timeout=WAIT):
     proc = launch(args, config, cwd)
     out, err = communicate(proc, timeout)
     events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
-    return proc.returncode, events, err.decode(errors="replace")
+    return proc.returncode, events, text(err)
 
 
 def decode_args(event):

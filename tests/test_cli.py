@@ -37,8 +37,7 @@ def cli(*args, cwd=support.ROOT, env=None, unset=()):
                             env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     out, err = support.communicate(proc)
-    return Result(proc.pid, proc.returncode, out.decode("utf-8", "replace"),
-                  err.decode("utf-8", "replace"))
+    return Result(proc.pid, proc.returncode, support.text(out), support.text(err))
 
 
 def start_app_host(test, **kwargs):

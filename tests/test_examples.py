@@ -37,8 +37,7 @@ def run_launch(script, args=(), env=None, cwd=None):
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     out, err = support.communicate(proc)
-    return proc.pid, proc.returncode, out.decode("utf-8", "replace"), \
-        err.decode("utf-8", "replace")
+    return proc.pid, proc.returncode, support.text(out), support.text(err)
 
 
 def example_process(test, script, args=(), env=None, cwd=None):

@@ -2,6 +2,7 @@
 bind errors, secrets, leaks and an idle host that really sleeps."""
 
 import errno
+import logging
 import os
 import socket
 import struct
@@ -483,11 +484,18 @@ class TestHostilePeers(HostTestCase):
         self.assertEqual(read_frame(peer)[0], _wire.WELCOME)
         launch = support.encode_launch(b"", os.getpid(), "/", ("never", "delivered"))
         peer.sendall(launch[:len(launch) // 2])
+        if support.WINE:
+            # Wine reads the reset as a clean close (Linux and Windows see the reset): the host
+            # drops that peer all the same, and only says so at debug level.
+            logger = logging.getLogger("Socket_Singleton")
+            self.addCleanup(logger.setLevel, logger.level)
+            logger.setLevel(logging.DEBUG)
         reset(peer)
-        self.watcher.wait_for("dropped")
-        plain = connect(self.app.port)
-        plain.sendall(b"plain\0but cut\0")
-        reset(plain)
+        self.watcher.wait_for("closed after the welcome" if support.WINE else "dropped")
+        if not support.WINE:  # there the reset would complete the plain message, as a close does
+            plain = connect(self.app.port)
+            plain.sendall(b"plain\0but cut\0")
+            reset(plain)
         self.assertStillServes()
         with self.assertRaises(AssertionError):  # nor does the cut plain message turn up late
             self.collector.wait(2, timeout=support.SHORT)

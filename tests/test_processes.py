@@ -46,7 +46,7 @@ class ProcessTestCase(unittest.TestCase):
         """Wait for a launch started with start(); returns (returncode, events, stderr)."""
         out, err = proc.communicate(timeout=support.WAIT)
         events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
-        return proc.returncode, events, err.decode(errors="replace")
+        return proc.returncode, events, support.text(err)
 
     def assertBecomesHost(self, port, **kwargs):
         """A new launch on *port* becomes the host (and ends when its stdin closes)."""

@@ -151,8 +151,7 @@ def run(argv, cwd, env):
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = support.communicate(proc)
-    return Result(proc.returncode, out.decode("utf-8", "replace"),
-                  err.decode("utf-8", "replace"))
+    return Result(proc.returncode, support.text(out), support.text(err))
 
 
 def shell_commands(text):

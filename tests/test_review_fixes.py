@@ -219,7 +219,7 @@ class TestReviewFixesSelect(HostTestCase):
         holder = subprocess.Popen([sys.executable, "-c", _HOLD_CONNECTIONS, str(app.port), "530"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.addCleanup(self._end, holder)
-        self.assertEqual(holder.stdout.readline(), b"connected\n")
+        self.assertEqual(support.text(holder.stdout.readline()), "connected\n")
         listener = library_thread(app.port, "listener")
         with selector.changed:
             # The listener takes as many as it serves, then selects over them.
