@@ -336,8 +336,9 @@ class TestOutOfDescriptors(unittest.TestCase):
         self.assertEqual((code, events), (0, []), err)
         self.assertEqual(support.decode_args(app.wait_for("launch")), [b"later"])
         app.send("exit")
-        self.assertEqual(support.communicate(app.proc)[1].count(b"Traceback"),
-                         len(launches) + 1)  # the observer's own, logged (verbose=True)
+        err = support.communicate(app.proc)[1]
+        self.assertEqual(app.proc.returncode, 0, err)
+        self.assertNotIn(b"Exception in thread", err)  # no library thread died
 
     def test_release_while_out_of_descriptors(self):
         # CPython 3.7 and 3.8 abort ("libgcc_s.so.1 must be installed for pthread_exit to
@@ -500,7 +501,7 @@ def check(app, calls):
 def once(k):
     app = Socket_Singleton(port=0, timeout=60)
     calls = []
-    app.trace(calls.append)
+    app.trace(lambda args: calls.append(args))  # 3.7 cannot hash calls.append
     target[:] = [k, app.release]
     lines[0] = 0
     seen.clear()
