@@ -11,6 +11,8 @@ import threading
 import time
 import unittest
 
+from Socket_Singleton import _wire
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "test_app.py")
 WAIT = 30.0  # generous bound for anything we wait for (CPython's support.SHORT_TIMEOUT)
@@ -230,6 +232,49 @@ class Collector:
             if not self._cond.wait_for(lambda: len(self.calls) >= count, timeout):
                 raise AssertionError("expected %d calls, got %d" % (count, len(self.calls)))
             return [call[0] for call in self.calls]
+
+
+def read_exactly(sock, size):
+    """Read exactly *size* bytes from *sock*; fails if the peer closes first."""
+    sock.settimeout(WAIT)
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise AssertionError("the peer closed after %r" % data)
+        data += chunk
+    return data
+
+
+def read_frame(sock):
+    """Read one frame the host sends a framed peer: ``(kind, payload)``."""
+    sock.settimeout(WAIT)
+    buf = b""
+    while True:
+        found = _wire.split_frame(buf, 1 << 20)
+        if found is not None:
+            return found[0], found[1]
+        data = sock.recv(65536)
+        if not data:
+            raise AssertionError("the host closed the connection without a frame")
+        buf += data
+
+
+def read_banner(sock):
+    """Read the host's banner, which answers the preamble; fails on anything else."""
+    banner = read_exactly(sock, len(_wire.BANNER))
+    if banner != _wire.BANNER:
+        raise AssertionError("the host answered the preamble with %r" % banner)
+
+
+def raw_handshake(sock, nonce=None):
+    """Be a framed client on connected *sock*: the preamble alone, the host's banner, then a
+    hello with *nonce* (random by default). Returns the host's answer ``(kind, payload)``:
+    a welcome, or an acknowledgement (a host that is releasing answers "retry")."""
+    sock.sendall(_wire.PREAMBLE)
+    read_banner(sock)
+    sock.sendall(_wire.frame(_wire.HELLO, nonce or os.urandom(_wire.NONCE_SIZE)))
+    return read_frame(sock)
 
 
 def send_raw(port, data, address="127.0.0.1"):

@@ -61,8 +61,9 @@ def assert_port_free(test, port):
 class ForeignServer:
     """A TCP server on a free port that is not a Socket_Singleton host, served by a thread.
 
-    mode "close": accepts and closes at once; "garbage": reads the client's greeting and
-    answers like a web server; "silent": accepts and never answers (until the test ends).
+    mode "close": reads what the client sends (its preamble) and closes without a word, as
+    a 2.0.0 host does; "garbage": reads the preamble and answers like a web server; "silent":
+    accepts and never answers (until the test ends).
     """
 
     def __init__(self, test, mode):
@@ -89,22 +90,15 @@ class ForeignServer:
                 self._held.append(conn)
                 continue
             with conn:
-                if self.mode == "garbage":
-                    self._answer_garbage(conn)
+                self._answer(conn)
 
-    @staticmethod
-    def _answer_garbage(conn):
-        greeting = len(_wire.PREAMBLE) + _wire.HEADER_SIZE + _wire.NONCE_SIZE
+    def _answer(self, conn):
         conn.settimeout(support.WAIT)
-        received = 0
         try:
-            while received < greeting:
-                data = conn.recv(greeting - received)
-                if not data:
-                    return
-                received += len(data)
-            conn.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-        except OSError:
+            support.read_exactly(conn, len(_wire.PREAMBLE))
+            if self.mode == "garbage":
+                conn.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        except (OSError, AssertionError):  # the client gave up first
             pass
 
     def close(self):
@@ -115,6 +109,15 @@ class ForeignServer:
         for conn in self._held:
             conn.close()
         self._sock.close()
+
+
+# What the command line says of each ForeignServer mode, after "socket-singleton: ADDRESS: ".
+FOREIGN = {
+    "close": "the program on the port closes connections without answering: most likely an "
+             "instance running socket-singleton 2.0.0 or older",
+    "garbage": "the program on the port is not a Socket_Singleton host (it answers like an "
+               "HTTP server)\n",
+}
 
 
 class CommandLineTestCase(support.ThreadLeakCheck):
@@ -145,7 +148,7 @@ class TestCommandLineUsage(CommandLineTestCase):
                 self.assertIn(self.EXAMPLES, result.out)
                 self.assertIn("\nexit codes:\n", result.out)
                 codes = re.findall(r"^  (\d)  \S", result.out.split("exit codes:")[1], re.M)
-                self.assertEqual(codes, ["0", "2", "3", "4", "5", "6"], result.out)
+                self.assertEqual(codes, ["0", "2", "3", "4", "5", "6", "7"], result.out)
                 if command:
                     self.assertIn("--port PORT", result.out)
                     self.assertIn("--secret-env NAME", result.out)
@@ -187,7 +190,8 @@ class TestCommandLineStatus(CommandLineTestCase):
         port = support.free_port()
         result = cli("status", "--port", str(port))
         self.assertOneLineError(result, 3)
-        self.assertIn("nothing listens on 127.0.0.1:%d" % port, result.err)
+        self.assertEqual(result.err, "socket-singleton: 127.0.0.1:%d: nothing listens on the "
+                         "port\n" % port)
         assert_port_free(self, port)
 
     def test_foreign_program(self):
@@ -196,7 +200,8 @@ class TestCommandLineStatus(CommandLineTestCase):
                 server = ForeignServer(self, mode)
                 result = cli("status", "--port", str(server.port))
                 self.assertOneLineError(result, 4)
-                self.assertIn("not a Socket_Singleton host", result.err)
+                self.assertTrue(result.err.startswith(
+                    "socket-singleton: 127.0.0.1:%d: %s" % (server.port, FOREIGN[mode])), result)
                 self.assertGreaterEqual(server.connections, 1)
 
     def test_no_answer(self):
@@ -248,7 +253,8 @@ class TestCommandLineSend(CommandLineTestCase):
         port = support.free_port()
         result = cli("send", "--port", str(port), "--", "notes.txt")
         self.assertOneLineError(result, 3)
-        self.assertIn("nothing listens on 127.0.0.1:%d" % port, result.err)
+        self.assertEqual(result.err, "socket-singleton: 127.0.0.1:%d: nothing listens on the "
+                         "port\n" % port)
         assert_port_free(self, port)
 
     def test_foreign_program(self):
@@ -257,7 +263,9 @@ class TestCommandLineSend(CommandLineTestCase):
                 server = ForeignServer(self, mode)
                 result = cli("send", "--port", str(server.port), "--", "notes.txt")
                 self.assertOneLineError(result, 4)
-                self.assertIn("not a Socket_Singleton host", result.err)
+                self.assertTrue(result.err.startswith(
+                    "socket-singleton: 127.0.0.1:%d: %s" % (server.port, FOREIGN[mode])), result)
+                self.assertLessEqual(server.connections, 2)
 
     def test_no_answer(self):
         server = ForeignServer(self, "silent")

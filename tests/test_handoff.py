@@ -20,6 +20,7 @@ from unittest import mock
 from Socket_Singleton import Launch, MultipleSingletonsError, Socket_Singleton, _host, _wire
 
 from . import support
+from .test_api import LogWatcher
 
 POSIX = os.name == "posix"
 # Distinctive values, so that a search through captured bytes cannot miss them or match by luck.
@@ -280,8 +281,11 @@ class TestAcknowledgedHandoff(support.ThreadLeakCheck):
         self.assertEqual(turned_away(self, ["kept"], port)["reason"], "delivered")
         ignored = turned_away(self, ["dropped"], port)
         self.assertEqual((ignored["reason"], ignored["delivered"]), ("ignored", False))
-        assert_strict_failure(self, *support.run_client(["dropped too"],
-                                                        {"kwargs": {"port": port}}))
+        self.assertTrue(ignored["message"].endswith(
+            "It ignored the launch: max_clients reached."), ignored["message"])
+        # As in 2.0.0, a strict launch that was ignored exits 0 and says nothing.
+        self.assertEqual(support.run_client(["dropped too"], {"kwargs": {"port": port}}),
+                         (0, [], ""))
         host.send("release")
         events = []
         while not events or events[-1]["event"] != "released":
@@ -544,37 +548,60 @@ class TestVerifiedHosts(unittest.TestCase):
             conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
             read_to_end(conn, record)
 
-        self.foreign(handler, "foreign")
+        server, results = self.foreign(handler, "foreign")
+        detail = ("the program on the port is not a Socket_Singleton host (it answers like an "
+                  "HTTP server)")
+        for code, events, err in (results[0], results[2]):
+            self.assertTrue(events[0]["message"].endswith(
+                "The arguments were not sent: %s." % detail), events[0]["message"])
+        self.assertEqual(results[1][2], "Socket_Singleton: another program holds 127.0.0.1:%d. "
+                         "The arguments were not sent: %s.\n" % (server.port, detail))
 
     def test_a_foreign_program_that_closes_at_once(self):
+        # As 2.0.0 does: it reads (all we send: the preamble) and closes without a word. One
+        # such close may be a host that died at that instant; two in a row are not.
         def handler(conn, record):
             conn.shutdown(socket.SHUT_WR)  # closes its side at once, then keeps listening
             read_to_end(conn, record)
 
-        server, _ = self.foreign(handler, "foreign")
-        self.assertGreater(len(server.records), 3)  # the launches tried again before giving up
+        server, _ = self.foreign(handler, "legacy", handoff_timeout=support.WAIT)
+        self.assertLessEqual(len(server.records), 2 * 3)  # at most 2 connections per launch
+        # One launch alone: it tried once more, and gave up long before its handoff_timeout.
+        server = FakeServer(self, handler)
+        error = hand_off_here(server.port, [ARG], handoff_timeout=support.WAIT)
+        self.assertEqual((error.reason, error.delivered), ("legacy", False))
+        server.close()
+        self.assertEqual(len(server.records), 2)
+        self.assertEqual([bytes(record) for record in server.records], [_wire.PREAMBLE] * 2)
 
     def test_a_foreign_program_that_holds_the_port_without_listening(self):
+        # Bound but not listening: every connection is refused. A host listens within
+        # microseconds of binding, so the launch gives up (long before its handoff_timeout).
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
             holder.bind(("127.0.0.1", 0))
             port = holder.getsockname()[1]
             results = run_concurrently([
-                ([ARG], client_config(port, handoff_timeout=1.0)),
-                ([ARG], {"kwargs": {"port": port, "handoff_timeout": 1.0}}),
+                ([ARG], client_config(port, handoff_timeout=support.WAIT)),
+                ([ARG], {"kwargs": {"port": port, "handoff_timeout": support.WAIT}}),
             ])
         code, events, err = results[0]
         self.assertEqual(code, 3, err)
-        self.assertEqual([(e["reason"], e["delivered"]) for e in events], [("no-answer", False)])
+        self.assertEqual([(e["reason"], e["delivered"]) for e in events], [("port-busy", False)])
         assert_strict_failure(self, *results[1])
+        self.assertTrue(results[1][2].startswith(
+            "Socket_Singleton: 127.0.0.1:%d is in use but nothing listens on it. The arguments "
+            "were not sent: nothing listens on the port, yet it is in use" % port), results[1][2])
 
     def test_a_foreign_program_that_answers_a_short_frame(self):
-        # A reply that parses as a frame of ours but is not a welcome.
+        # A reply that parses as a frame of ours but is not a welcome (after a banner).
         def handler(conn, record):
-            record += conn.recv(65536)
-            conn.sendall(_wire.frame(b"X", b"hello"))
+            recv_exactly(conn, len(_wire.PREAMBLE), record)
+            conn.sendall(_wire.BANNER + _wire.frame(b"X", b"hello"))
             read_to_end(conn, record)
 
-        self.foreign(handler, "foreign")
+        server, results = self.foreign(handler, "foreign")
+        self.assertTrue(results[1][2].startswith("Socket_Singleton: another program holds "
+                                                 "127.0.0.1:%d. " % server.port), results[1][2])
 
 
 class TestHandoffToLegacyHost(unittest.TestCase):
@@ -611,19 +638,28 @@ class TestHandoffToLegacyHost(unittest.TestCase):
         ])
         for code, events, err in (results[0], results[2]):
             self.assertEqual(code, 3, err)
-            self.assertEqual([(e["reason"], e["delivered"]) for e in events], [("foreign", False)])
+            self.assertEqual([(e["reason"], e["delivered"]) for e in events], [("legacy", False)])
         assert_strict_failure(self, *results[1])
+        self.assertTrue(results[1][2].startswith(
+            "Socket_Singleton: a program that does not speak this protocol holds 127.0.0.1:%d. "
+            "The arguments were not sent: the program on the port closes connections without "
+            "answering: most likely an instance running socket-singleton 2.0.0 or older"
+            % server.port), results[1][2])
         server.close()
         self.assertTrue(server.records)
+        self.assertLessEqual(len(server.records), 2 * 3)  # at most 2 connections per launch
         self.assertEqual(handed, [])  # its observers would never be called
 
 
 # -- the secret -------------------------------------------------------------------------------
 
-def _read_hello(conn, record):
+def read_hello(conn, record):
+    """The host's side of the handshake: the preamble, our banner, the client's hello.
+    Returns the hello as ``(kind, payload)``."""
     preamble = recv_exactly(conn, len(_wire.PREAMBLE), record)
     if preamble != _wire.PREAMBLE:
         raise EOFError
+    conn.sendall(_wire.BANNER)
     kind, size = _wire.parse_header(recv_exactly(conn, _wire.HEADER_SIZE, record))
     return kind, recv_exactly(conn, size, record)
 
@@ -634,7 +670,7 @@ def fake_host(secret=None, claim_secret=True, launches=None):
     A launch it gets is appended to *launches*, then acknowledged as delivered."""
 
     def handler(conn, record):
-        _kind, client_nonce = _read_hello(conn, record)
+        _kind, client_nonce = read_hello(conn, record)
         host_nonce = os.urandom(_wire.NONCE_SIZE)
         if secret is not None:
             proof = _wire.proof(secret, b"host", client_nonce, host_nonce)
@@ -645,15 +681,16 @@ def fake_host(secret=None, claim_secret=True, launches=None):
         while len(header) < _wire.HEADER_SIZE:
             chunk = conn.recv(_wire.HEADER_SIZE - len(header))
             if not chunk:
-                break  # the client refused to go on, as it should when the proof is wrong
+                break  # the client closed
             header += chunk
         record += header
         if len(header) == _wire.HEADER_SIZE:
-            _kind, size = _wire.parse_header(header)
+            kind, size = _wire.parse_header(header)
             payload = recv_exactly(conn, size, record)
-            if launches is not None:
-                launches.append(_wire.decode_launch(payload, len(proof)))
-            conn.sendall(_wire.encode_ack(_wire.DELIVERED))
+            if kind == _wire.LAUNCH:  # not a bye, as the client sends when the proof is wrong
+                if launches is not None:
+                    launches.append(_wire.decode_launch(payload, len(proof)))
+                conn.sendall(_wire.encode_ack(_wire.DELIVERED))
         read_to_end(conn, record)
 
     return handler
@@ -688,18 +725,24 @@ class TestSecretHandshake(support.ThreadLeakCheck):
         self.assertEqual(collector.received, [("good",)])
 
     def test_a_host_that_cannot_prove_the_secret_gets_nothing(self):
-        fakes = {"random proof": fake_host(claim_secret=True),
-                 "claims no secret": fake_host(claim_secret=False),
-                 "another secret": fake_host(secret=SECRET + "-other")}
-        for name, handler in fakes.items():
+        unknown = "the running instance does not know the same secret"
+        fakes = {"random proof": (fake_host(claim_secret=True), unknown),
+                 "claims no secret": (fake_host(claim_secret=False),
+                                      "the running instance does not use a secret"),
+                 "another secret": (fake_host(secret=SECRET + "-other"), unknown)}
+        for name, (handler, reason) in fakes.items():
             with self.subTest(fake=name):
                 server = FakeServer(self, handler)
                 self.assert_mismatch(server.port, secret=SECRET)
                 server.close()
                 server.assert_nothing_of_the_users(self, [ARG], SECRET)
-                for record in server.records:  # a hello, and not one byte more
-                    self.assertEqual(len(record), len(_wire.PREAMBLE) + _wire.HEADER_SIZE
-                                     + _wire.NONCE_SIZE)
+                self.assertEqual(len(server.records), 2)
+                for record in server.records:  # a hello and a bye, and not one byte more
+                    self.assertEqual(record[:len(_wire.PREAMBLE)], _wire.PREAMBLE)
+                    rest = bytes(record[len(_wire.PREAMBLE):])
+                    kind, nonce, used = _wire.split_frame(rest, 1 << 16)
+                    self.assertEqual((kind, len(nonce)), (_wire.HELLO, _wire.NONCE_SIZE))
+                    self.assertEqual(rest[used:], _wire.frame(_wire.BYE, reason.encode()))
 
     def test_a_host_that_proves_the_secret_gets_the_arguments_but_never_the_secret(self):
         launches = []
@@ -707,7 +750,8 @@ class TestSecretHandshake(support.ThreadLeakCheck):
         outcome = turned_away(self, [ARG, "x"], server.port, secret=SECRET)
         self.assertEqual((outcome["reason"], outcome["host_pid"]), ("delivered", 4242))
         server.close()
-        self.assertEqual([launch[3] for launch in launches], [(ARG, "x")])
+        self.assertEqual([launch[4] for launch in launches], [(ARG, "x")])
+        self.assertEqual([len(launch[1]) for launch in launches], [_wire.ID_SIZE])
         received = b"".join(server.records)
         self.assertTrue(os.fsencode(ARG) in received)  # the search below finds what is there
         self.assertFalse(SECRET.encode("utf-8") in received, "the secret crossed the socket")
@@ -721,6 +765,8 @@ class TestSecretHandshake(support.ThreadLeakCheck):
     def test_the_host_refuses_a_client_that_cannot_prove_the_secret(self):
         collector = support.Collector()
         host = in_process_host(self, collector, secret=SECRET)
+        # The preamble, hello and launch in one write: the host answers with its banner, a
+        # welcome, then the acknowledgement.
         hello = _wire.PREAMBLE + _wire.frame(_wire.HELLO, b"n" * _wire.NONCE_SIZE)
         proofs = {"none": b"", "random": os.urandom(_wire.PROOF_SIZE),
                   "not for this nonce": _wire.proof(SECRET, b"client", b"x" * 16,
@@ -728,7 +774,9 @@ class TestSecretHandshake(support.ThreadLeakCheck):
         for name, proof in proofs.items():
             with self.subTest(proof=name):
                 reply, _ = raw_exchange(host.port, hello + _wire.encode_launch(
-                    proof, 1, "/", (ARG,)))
+                    proof, os.urandom(_wire.ID_SIZE), 1, "/", (ARG,)))
+                self.assertEqual(reply[:len(_wire.BANNER)], _wire.BANNER)
+                reply = reply[len(_wire.BANNER):]
                 kind, payload, used = _wire.split_frame(reply, 1 << 16)
                 self.assertEqual(kind, _wire.WELCOME)
                 kind, payload, _ = _wire.split_frame(reply[used:], 1 << 16)
@@ -790,11 +838,11 @@ class TestClientContext(support.ThreadLeakCheck):
 
 class TestRawConformance(support.ThreadLeakCheck):
     """Every documented plain form, sent by a raw client that then reads: the host delivers
-    it and never writes a byte back."""
+    it and never writes a byte back. A message without its final NUL was cut short: it is
+    refused (not delivered, not counted) and logged."""
 
     FORMS = (
         (b"a\0b\0", ("a", "b")),
-        (b"a\0b", ("a", "b")),  # the final NUL left out
         (b"a\0\0b\0\0", ("a", "", "b", "")),  # empty arguments are arguments
         (b"\xff\xfe\0caf\xc3\xa9\0line\nbreak\0", (os.fsdecode(b"\xff\xfe"), "caf\u00e9",
                                                     "line\nbreak")),
@@ -807,14 +855,20 @@ class TestRawConformance(support.ThreadLeakCheck):
                          "the host wrote to a plain peer, or reset it")
 
     def test_each_plain_form(self):
+        watcher = LogWatcher(self)
         collector = support.Collector()
         host = in_process_host(self, collector)
         for data, _ in self.FORMS:
             self.send(host.port, data)
+            self.send(host.port, data[:-1] + b"-cut")  # no final NUL: cut short
         received = collector.wait(len(self.FORMS))
-        self.assertEqual(received, [args for _, args in self.FORMS])
-        self.assertEqual([[os.fsencode(arg) for arg in args] for args in received[3:4]],
+        self.assertEqual(received, [args for _, args in self.FORMS])  # in order: no cut one
+        self.assertEqual([[os.fsencode(arg) for arg in args] for args in received[2:3]],
                          [[b"\xff\xfe", b"caf\xc3\xa9", b"line\nbreak"]])
+        self.assertEqual(host.clients, len(self.FORMS))
+        refused = [m for m in watcher.messages() if m.endswith(
+            ": message refused (the message does not end with a NUL (cut short?))")]
+        self.assertEqual(len(refused), len(self.FORMS), watcher.messages())
 
     def test_send_and_close_without_reading(self):
         collector = support.Collector()
@@ -847,7 +901,8 @@ class TestRawConformance(support.ThreadLeakCheck):
         self.send(host.port, b"k\0a\0\0b\0")
         self.send(host.port, b"k\0")  # the secret and no arguments
         self.send(host.port, b"j\0a\0")
-        self.send(host.port, b"k\0last")
+        self.send(host.port, b"k\0cut")  # the final NUL left out: refused
+        self.send(host.port, b"k\0last\0")
         self.assertEqual(collector.wait(2), [("a", "", "b"), ("last",)])
         self.assertEqual(host.clients, 3)
 
@@ -903,9 +958,10 @@ class TestParserFuzz(support.ThreadLeakCheck):
             _wire.frame(_wire.HELLO, b"n" * _wire.NONCE_SIZE),
             _wire.encode_welcome(7, 1024, b"h" * _wire.NONCE_SIZE, b""),
             _wire.encode_welcome(7, 1024, b"h" * _wire.NONCE_SIZE, b"p" * _wire.PROOF_SIZE),
-            _wire.encode_launch(b"", 7, "/cwd", ("a", "", "b")),
-            _wire.encode_launch(b"p" * _wire.PROOF_SIZE, 7, "", ()),
+            _wire.encode_launch(b"", b"i" * _wire.ID_SIZE, 7, "/cwd", ("a", "", "b")),
+            _wire.encode_launch(b"p" * _wire.PROOF_SIZE, b"i" * _wire.ID_SIZE, 7, "", ()),
             _wire.encode_ack(_wire.DELIVERED, "fine"),
+            _wire.frame(_wire.BYE, b"the running instance does not use a secret"),
             _wire.encode_plain(("a", "b"), "secret"),
         ]
         for _ in range(self.CASES):
@@ -942,16 +998,18 @@ class TestParserFuzz(support.ThreadLeakCheck):
             pid, limit = rng.getrandbits(32), rng.getrandbits(32)
             args = tuple(_random_text(rng) for _ in range(rng.randrange(0, 6)))
             cwd = _random_text(rng)
+            launch_id = _random_bytes(rng, _wire.ID_SIZE)
 
             kind, payload, used = _wire.split_frame(
                 _wire.encode_welcome(pid, limit, nonce, proof) + b"next", 1 << 20)
             self.assertEqual((kind, used), (_wire.WELCOME, len(payload) + _wire.HEADER_SIZE))
             self.assertEqual(_wire.decode_welcome(payload), (pid, limit, bool(proof), nonce, proof))
 
-            message = _wire.encode_launch(proof, pid, cwd, args)
+            message = _wire.encode_launch(proof, launch_id, pid, cwd, args)
             kind, payload, used = _wire.split_frame(message, 1 << 20)
             self.assertEqual((kind, used), (_wire.LAUNCH, len(message)))
-            self.assertEqual(_wire.decode_launch(payload, len(proof)), (proof, pid, cwd, args))
+            self.assertEqual(_wire.decode_launch(payload, len(proof)),
+                             (proof, launch_id, pid, cwd, args))
 
             status = rng.choice(_wire.ACK_STATUSES)
             detail = "".join(rng.choice("ok \u00e9\u4e2d") for _ in range(rng.randrange(5)))
@@ -964,7 +1022,7 @@ class TestParserFuzz(support.ThreadLeakCheck):
             self.assertEqual(_wire.decode_plain(_wire.encode_plain(args, secret), True),
                              (secret, args))
         with self.assertRaises(ValueError):
-            _wire.encode_launch(b"", 1, "/", ("a\0b",))
+            _wire.encode_launch(b"", b"i" * _wire.ID_SIZE, 1, "/", ("a\0b",))
 
     # -- a live host ------------------------------------------------------------------------
 
@@ -982,12 +1040,15 @@ class TestParserFuzz(support.ThreadLeakCheck):
                 launch = _wire.split_frame(buf[hello[2]:], self.LIMIT + _wire.PROOF_SIZE + 8)
                 if launch is None or launch[0] != _wire.LAUNCH:
                     return None
-                return _wire.decode_launch(launch[1], 0)[3]
+                return _wire.decode_launch(launch[1], 0)[4]
             except _wire.ProtocolError:
                 return None
         if not data or len(data) > self.LIMIT + 1:
             return None  # nothing sent, or refused whole
-        return _wire.decode_plain(data, False)[1]
+        try:
+            return _wire.decode_plain(data, False)[1]
+        except _wire.ProtocolError:
+            return None  # no final NUL: cut short, refused
 
     def fuzz_cases(self, rng, count):
         hello = _wire.PREAMBLE + _wire.frame(_wire.HELLO, b"n" * _wire.NONCE_SIZE)
@@ -1008,9 +1069,11 @@ class TestParserFuzz(support.ThreadLeakCheck):
             elif shape == 4:  # a valid hello, then a random launch payload
                 yield hello + _wire.frame(_wire.LAUNCH, _random_bytes(rng, rng.randrange(60)))
             elif shape == 5:  # a valid launch, unique to this case
-                yield hello + _wire.encode_launch(b"", 1, "/", ("fuzz-%d" % n, _random_text(rng)))
+                yield hello + _wire.encode_launch(b"", _random_bytes(rng, _wire.ID_SIZE), 1, "/",
+                                                  ("fuzz-%d" % n, _random_text(rng)))
             elif shape == 6:  # a valid launch, mutated or truncated
-                data = hello + _wire.encode_launch(b"", 1, "/", ("mutant-%d" % n,))
+                data = hello + _wire.encode_launch(b"", _random_bytes(rng, _wire.ID_SIZE), 1, "/",
+                                                   ("mutant-%d" % n,))
                 if rng.random() < 0.5:
                     yield data[:rng.randrange(len(data))]
                 else:
@@ -1024,10 +1087,13 @@ class TestParserFuzz(support.ThreadLeakCheck):
                 yield hello + header + _random_bytes(rng, rng.choice((0, size)))
 
     def check_reply(self, data, reply):
-        """The host never writes to a plain peer; to a framed one, only whole frames."""
+        """The host never writes to a plain peer; to a framed one, its banner, then only
+        whole frames."""
         if not data.startswith(_wire.PREAMBLE):
             self.assertEqual(reply, b"", "the host wrote to a plain peer")
             return
+        self.assertEqual(reply[:len(_wire.BANNER)], _wire.BANNER)
+        reply = reply[len(_wire.BANNER):]
         kinds = []
         while reply:
             found = _wire.split_frame(reply, 1 << 16)
