@@ -19,7 +19,8 @@ Everything it reports is one JSON object per line on stdout:
   each argument as the hex of its ``os.fsencode`` bytes, so tests compare exact bytes;
 * ``{"event": "turned-away", "reason": ..., "delivered": ..., "host_pid": ..., "message": ...}``
   with ``strict=False`` (exit status 3);
-* ``{"event": "released"}`` after the stdin command ``release``.
+* ``{"event": "released", "left": [[hex, ...], ...]}`` after the stdin command ``release``;
+  ``left`` is what stayed in ``app.arguments`` (launches acknowledged as queued, undelivered).
 
 stdin commands, one per line: ``release``, ``trace``, ``unblock``, ``exit``; end of stdin
 releases and exits.
@@ -70,7 +71,8 @@ def main():
         command = line.strip()
         if command == "release":
             app.release()
-            report(event="released")
+            report(event="released", left=[[os.fsencode(arg).hex() for arg in launch]
+                                            for launch in app.arguments])
         elif command == "trace":
             app.trace(observer)
             report(event="traced")
