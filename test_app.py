@@ -13,7 +13,6 @@ go to ``Socket_Singleton(...)`` and whose other keys shape the app:
 * ``"patch"``: ``{"_host.PEER_DEADLINE": 0.5, ...}`` sets the library's module-level limits
   (tests shrink them instead of waiting);
 * ``"nofile"``: the process's limit on open file descriptors (POSIX), set before start-up;
-* ``"observer_raise"``: the observer raises after reporting each launch.
 
 Everything it reports is one JSON object per line on stdout:
 
@@ -22,9 +21,8 @@ Everything it reports is one JSON object per line on stdout:
   each argument as the hex of its ``os.fsencode`` bytes, so tests compare exact bytes;
 * ``{"event": "turned-away", "reason": ..., "delivered": ..., "host_pid": ..., "message": ...}``
   with ``strict=False`` (exit status 3);
-* ``{"event": "released"}`` after the stdin command ``release``;
-* ``{"event": "exhausted"}`` once ``exhaust`` has opened every free file descriptor but one,
-  ``{"event": "replenished", "threads": [...]}`` once ``replenish`` has closed them again.
+* ``{"event": "released", "left": [[hex, ...], ...]}`` after the stdin command ``release``;
+  ``left`` is what stayed in ``app.arguments`` (launches acknowledged as queued, undelivered).
 
 stdin commands, one per line: ``release``, ``trace``, ``unblock``, ``exhaust``, ``replenish``,
 ``exit``; end of stdin releases and exits.
@@ -71,8 +69,6 @@ def main():
             time.sleep(config["observer_delay"])
         if config.get("observer_block"):
             unblock.wait(60)
-        if config.get("observer_raise"):
-            raise RuntimeError("the observer failed")
 
     if config.get("trace", True):
         app.trace(observer)
@@ -84,7 +80,8 @@ def main():
         command = line.strip()
         if command == "release":
             app.release()
-            report(event="released")
+            report(event="released", left=[[os.fsencode(arg).hex() for arg in launch]
+                                            for launch in app.arguments])
         elif command == "trace":
             app.trace(observer)
             report(event="traced")

@@ -105,7 +105,7 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
             refused_since = None
         silent = silent + 1 if result == _SILENT else 0
         if silent >= SILENT_CLOSES:
-            return _legacy_holder()
+            return _legacy_holder(hint=take)
         sent = sent or result == _LOST
         if now >= deadline:
             if sent:
@@ -125,19 +125,22 @@ def probe(address: str, port: int, secret: "Optional[str]", timeout: float) -> "
     (verified against *secret* when given), else why not.
     """
     deadline = time.monotonic() + timeout
-    conn = _connect(address, port, deadline)
-    if isinstance(conn, Outcome):
-        return conn
-    if isinstance(conn, str):  # refused
-        return _not_running()
-    try:
-        welcome = _greet(conn, secret, deadline)
-    finally:
-        _net.close_quietly(conn)
+    for _ in range(SILENT_CLOSES):  # as claim(): one clean close may be a host that just died
+        conn = _connect(address, port, deadline)
+        if isinstance(conn, Outcome):
+            return conn
+        if isinstance(conn, str):  # refused
+            return _not_running()
+        try:
+            welcome = _greet(conn, secret, deadline)
+        finally:
+            _net.close_quietly(conn)
+        if welcome != _SILENT:
+            break
     if isinstance(welcome, _Welcome):
         return Outcome(HOST_FOUND, "a Socket_Singleton host answered", welcome.pid)
     if welcome == _SILENT:
-        return _legacy_holder()
+        return _legacy_holder(hint=False)
     if welcome == _RESET:
         return _foreign_resetter()
     if isinstance(welcome, Outcome):
@@ -375,11 +378,13 @@ def _foreign_resetter() -> "Outcome":
     return _foreign("it resets every connection without answering")
 
 
-def _legacy_holder() -> "Outcome":
+def _legacy_holder(hint: bool) -> "Outcome":
+    """*hint*: name the constructor's ``legacy_handoff`` (the command line has no such option)."""
     return Outcome(_errors.LEGACY, "the program on the port closes connections without "
                    "answering: most likely an instance running socket-singleton 2.0.0 or older, "
-                   "which cannot acknowledge a launch; quit it and launch again, or pass "
-                   "legacy_handoff=True to hand it the arguments all the same")
+                   "which cannot acknowledge a launch; quit it and launch again"
+                   + (", or pass legacy_handoff=True to hand it the arguments all the same"
+                      if hint else ""))
 
 
 def _unconfirmed(why: str) -> "Outcome":

@@ -203,8 +203,8 @@ class Socket_Singleton:
             if item is None and not observed:
                 # 2.0.0's scripts that never trace(): the launch is done with, as it was there
                 waiting = len(self._dispatcher.pending())
-                status, detail = _wire.IGNORED, "no observer is registered and the %d launches " \
-                    "it keeps for one are waiting" % waiting
+                status, detail = _wire.IGNORED, "no observer is registered and the queue that " \
+                    "keeps launches for one is full (%d launches)" % waiting
                 from . import _log
 
                 _log.warning(self.verbose, "no observer is registered and %d launches wait for "

@@ -11,6 +11,8 @@ import threading
 import time
 import unittest
 
+from Socket_Singleton import _wire
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "test_app.py")
 WAIT = 30.0  # generous bound for anything we wait for (CPython's support.SHORT_TIMEOUT)
@@ -275,6 +277,49 @@ class Collector:
             return [call[0] for call in self.calls]
 
 
+def read_exactly(sock, size):
+    """Read exactly *size* bytes from *sock*; fails if the peer closes first."""
+    sock.settimeout(WAIT)
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise AssertionError("the peer closed after %r" % data)
+        data += chunk
+    return data
+
+
+def read_frame(sock):
+    """Read one frame the host sends a framed peer: ``(kind, payload)``."""
+    sock.settimeout(WAIT)
+    buf = b""
+    while True:
+        found = _wire.split_frame(buf, 1 << 20)
+        if found is not None:
+            return found[0], found[1]
+        data = sock.recv(65536)
+        if not data:
+            raise AssertionError("the host closed the connection without a frame")
+        buf += data
+
+
+def read_banner(sock):
+    """Read the host's banner, which answers the preamble; fails on anything else."""
+    banner = read_exactly(sock, len(_wire.BANNER))
+    if banner != _wire.BANNER:
+        raise AssertionError("the host answered the preamble with %r" % banner)
+
+
+def raw_handshake(sock, nonce=None):
+    """Be a framed client on connected *sock*: the preamble alone, the host's banner, then a
+    hello with *nonce* (random by default). Returns the host's answer ``(kind, payload)``:
+    a welcome, or an acknowledgement (a host that is releasing answers "retry")."""
+    sock.sendall(_wire.PREAMBLE)
+    read_banner(sock)
+    sock.sendall(_wire.frame(_wire.HELLO, nonce or os.urandom(_wire.NONCE_SIZE)))
+    return read_frame(sock)
+
+
 def send_raw(port, data, address="127.0.0.1"):
     """Be a raw 2.0.0-style client: connect, send, close, never read."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -298,32 +343,3 @@ class ThreadLeakCheck(unittest.TestCase):
                 thread.join(WAIT)
                 self.assertFalse(thread.is_alive(), "thread %s leaked" % thread.name)
 
-
-def encode_launch(proof, pid, cwd, args):
-    """A LAUNCH frame as our client makes it, with a fresh launch id."""
-    from Socket_Singleton import _wire
-
-    return _wire.encode_launch(proof, os.urandom(_wire.ID_SIZE), pid, cwd, args)
-
-
-def after_banner(test, reply):
-    """What a host wrote to a raw framed peer after the banner it sends first."""
-    from Socket_Singleton import _wire
-
-    test.assertEqual(reply[:len(_wire.BANNER)], _wire.BANNER)
-    return reply[len(_wire.BANNER):]
-
-
-def greet(sock):
-    """Be a framed client up to the banner: send the preamble, read and check the banner."""
-    from Socket_Singleton import _wire
-
-    sock.sendall(_wire.PREAMBLE)
-    banner = b""
-    while len(banner) < len(_wire.BANNER):
-        chunk = sock.recv(len(_wire.BANNER) - len(banner))
-        if not chunk:
-            raise AssertionError("the host closed before its banner")
-        banner += chunk
-    if banner != _wire.BANNER:
-        raise AssertionError("not the banner: %r" % banner)

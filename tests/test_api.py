@@ -39,18 +39,7 @@ def assert_port_free(test, port, address="127.0.0.1"):
             test.fail("port %d is not free: %s" % (port, err))
 
 
-def read_frame(sock):
-    """Read one frame the host sends a framed peer: ``(kind, payload)``."""
-    sock.settimeout(support.WAIT)
-    buf = b""
-    while True:
-        found = _wire.split_frame(buf, 1 << 20)
-        if found is not None:
-            return found[0], found[1]
-        data = sock.recv(65536)
-        if not data:
-            raise AssertionError("the host closed the connection without a frame")
-        buf += data
+read_frame = support.read_frame  # where the other test modules have imported it from
 
 
 class LogWatcher(logging.Handler):
@@ -72,6 +61,21 @@ class LogWatcher(logging.Handler):
     def messages(self):
         with self._cond:
             return [record.getMessage() for record in self.records]
+
+    def wait_count(self, text, count, timeout=support.WAIT):
+        """Wait until *count* messages contain *text*; fail if more or fewer come."""
+        def found():
+            return [m for m in self.messages_unlocked() if text in m]
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(found()) >= count, timeout):
+                raise AssertionError("%d messages containing %r, not %d: %r"
+                                     % (len(found()), text, count, self.messages_unlocked()))
+            if len(found()) != count:
+                raise AssertionError("%d messages containing %r, not %d"
+                                     % (len(found()), text, count))
+
+    def messages_unlocked(self):
+        return [record.getMessage() for record in self.records]
 
     def wait_for(self, text, timeout=support.WAIT):
         """The first record whose message contains *text*, waiting for it if need be."""
@@ -203,7 +207,7 @@ class TestInProcess(HostTestCase):
         self.assertShows(text, "address='127.0.0.1'", "port=%d" % app.port, "timeout=30",
                          "client=False", "strict=False", "release_threshold=5", "max_clients=7",
                          "verbose=True", "secret=***", "deliver_empty=True", "handoff_timeout=1.5",
-                         "observers=2", "clients=0", "listening=True")
+                         "legacy_handoff=False", "observers=2", "clients=0", "listening=True")
         self.assertNotIn("hunter2", text)
         app.release()
         self.assertShows(repr(app), "listening=False")
@@ -215,8 +219,8 @@ class TestInProcess(HostTestCase):
         hand_off(app.port, ["a"])
         self.assertShows(repr(app), "timeout=0", "client=True", "strict=True",
                          "release_threshold=0", "max_clients=0", "verbose=False", "secret=None",
-                         "deliver_empty=False", "handoff_timeout=2.0", "observers=1", "clients=1",
-                         "listening=True")
+                         "deliver_empty=False", "handoff_timeout=2.0", "legacy_handoff=False",
+                         "observers=1", "clients=1", "listening=True")
 
     def test_repr_hides_an_empty_secret(self):
         self.assertShows(repr(self.host(secret="")), "secret=***")
@@ -333,6 +337,8 @@ class TestLoggingAndVerbose(HostTestCase):
         hand_off(app.port, ["x"])
         after.wait(1)
         record = watcher.wait_for("raised")
+        self.assertEqual(record.getMessage(),
+                         "Observer broken raised exception: RuntimeError: boom-logged")
         self.assertEqual(record.name, "Socket_Singleton")
         self.assertEqual(record.levelno, logging.WARNING)
         self.assertTrue(record.args)  # %-style arguments, formatted only when needed
@@ -349,8 +355,8 @@ class TestLoggingAndVerbose(HostTestCase):
             after.wait(1)
             watcher.wait_for("raised")
             with socket.create_connection(("127.0.0.1", app.port), support.WAIT) as peer:
-                support.greet(peer)
-                peer.sendall(b"not the protocol at all\n" + b"\xff" * 64)
+                peer.sendall(_wire.PREAMBLE + b"not the protocol at all\n" + b"\xff" * 64)
+                support.read_banner(peer)
                 self.assertEqual(read_frame(peer)[0], _wire.ACK)  # a refusal, logged first
             watcher.wait_for("protocol error")
         self.assertEqual(err.getvalue(), "")
@@ -368,7 +374,8 @@ class TestLoggingAndVerbose(HostTestCase):
             quiet_after.wait(1)
             self.assertEqual(len([m for m in watcher.messages() if "raised" in m]), 2)
         text = err.getvalue()
-        self.assertTrue(text.startswith("Socket_Singleton: "), text)
+        self.assertTrue(text.startswith("Socket_Singleton: Observer broken raised exception: "
+                                        "RuntimeError: boom-loud\n"), text)
         self.assertIn("raised", text)
         self.assertIn("boom-loud", text)
         self.assertNotIn("boom-hushed", text)  # the quiet host's warning is only logged

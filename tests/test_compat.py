@@ -3,7 +3,6 @@ never trace(), max_clients, ports the system is using, 2.0.0's private names and
 
 import errno
 import io
-import logging
 import os
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from Socket_Singleton import (
 )
 
 from . import support
+from .test_api import LogWatcher
 from .test_handoff import FakeServer, hand_off_here, in_process_host, turned_away
 
 ARG = "compat-\u00e9t\u00e9-%d" % os.getpid()
@@ -48,41 +48,6 @@ def legacy_host(test, observers=True):
 
 def deadline():
     return time.monotonic() + support.WAIT
-
-
-def handshake(sock):
-    """Be our own client up to the welcome, by hand."""
-    sock.sendall(_wire.PREAMBLE)
-    assert _client._read_banner(sock, deadline()) == _wire.BANNER
-    sock.sendall(_wire.frame(_wire.HELLO, os.urandom(_wire.NONCE_SIZE)))
-    kind, _ = _client._read_frame(sock, deadline())
-    assert kind == _wire.WELCOME, kind
-
-
-class LogCapture(logging.Handler):
-    """Records the library's log messages while a test runs; lets it wait for them."""
-
-    def __init__(self, test):
-        super().__init__()
-        self.messages = []
-        self._cond = threading.Condition()
-        logger = logging.getLogger("Socket_Singleton")
-        logger.addHandler(self)
-        test.addCleanup(logger.removeHandler, self)
-
-    def emit(self, record):
-        with self._cond:
-            self.messages.append(record.getMessage())
-            self._cond.notify_all()
-
-    def wait(self, text, count=1):
-        def found():
-            return [m for m in self.messages if text in m]
-
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(found()) >= count, support.WAIT):
-                raise AssertionError("no %d messages with %r in %r" % (count, text, self.messages))
-            return found()
 
 
 def strict_launch(args, port, **kwargs):
@@ -339,11 +304,11 @@ class TestMessages(unittest.TestCase):
         self.assertTrue(err.startswith("Socket_Singleton: [::1]:%d is in use" % port), err)
 
     def test_the_host_logs_a_client_that_gives_up_on_the_secret(self):
-        log = LogCapture(self)
+        log = LogWatcher(self)
         host = in_process_host(self, support.Collector(), secret="right", verbose=True)
         with redirect_stderr(io.StringIO()) as stderr:
             err = hand_off_here(host.port, [ARG], secret="wrong")
-            log.wait("the client gave up its launch")
+            log.wait_for("the client gave up its launch")
             host.release()
         self.assertEqual(err.reason, "secret-mismatch")
         self.assertIn("the client gave up its launch: the running instance does not know the "
@@ -377,7 +342,7 @@ class TestExactlyOnce(support.ThreadLeakCheck):
         answers = []
         for _ in range(2):
             with socket.create_connection(("127.0.0.1", host.port), support.WAIT) as sock:
-                handshake(sock)
+                self.assertEqual(support.raw_handshake(sock)[0], _wire.WELCOME)
                 sock.sendall(launch)
                 answers.append(_client._read_frame(sock, deadline()))
         self.assertEqual(answers, [(_wire.ACK, _wire.DELIVERED)] * 2)
@@ -448,14 +413,14 @@ class TestRealCauses(unittest.TestCase):
 
 class TestCutPlainMessages(support.ThreadLeakCheck):
     def test_a_plain_message_without_its_final_nul_is_not_a_launch(self):
-        log = LogCapture(self)
+        log = LogWatcher(self)
         collector = support.Collector()
         host = in_process_host(self, collector)
         support.send_raw(host.port, b"cut\0shor")
         support.send_raw(host.port, os.urandom(16).replace(b"\0", b"") + b"x")
         support.send_raw(host.port, b"whole\0")
         self.assertEqual(collector.wait(1), [("whole",)])
-        log.wait("it does not end with a NUL, so it was cut short", count=2)
+        log.wait_count("it does not end with a NUL, so it was cut short", 2)
         host.release()
         self.assertEqual((collector.received, host.clients), ([("whole",)], 1))
 

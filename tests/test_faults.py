@@ -312,7 +312,7 @@ class TestOutOfDescriptors(unittest.TestCase):
         return app, port
 
     def test_launches_and_a_failing_observer_while_out_of_descriptors(self):
-        app, port = self.host(observer_raise=True)
+        app, port = self.host(observer_raises="the observer failed")
         app.send("exhaust")
         app.wait_for("exhausted")
         launches = [support.launch(["launch-%d" % i], {"kwargs": {

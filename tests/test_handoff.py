@@ -20,6 +20,7 @@ from unittest import mock
 from Socket_Singleton import Launch, MultipleSingletonsError, Socket_Singleton, _host, _wire
 
 from . import support
+from .test_api import LogWatcher
 
 POSIX = os.name == "posix"
 # Distinctive values, so that a search through captured bytes cannot miss them or match by luck.
@@ -280,7 +281,9 @@ class TestAcknowledgedHandoff(support.ThreadLeakCheck):
         self.assertEqual(turned_away(self, ["kept"], port)["reason"], "delivered")
         ignored = turned_away(self, ["dropped"], port)
         self.assertEqual((ignored["reason"], ignored["delivered"]), ("ignored", False))
-        # as in 2.0.0, a strict launch past max_clients exits 0 (the reason is in the log)
+        self.assertTrue(ignored["message"].endswith(
+            "It ignored the launch: max_clients reached."), ignored["message"])
+        # As in 2.0.0, a strict launch that was ignored exits 0 and says nothing.
         self.assertEqual(support.run_client(["dropped too"], {"kwargs": {"port": port}}),
                          (0, [], ""))
         host.send("release")
@@ -394,6 +397,9 @@ class TestTakeover(unittest.TestCase):
         if first_kwargs:
             ended_at[first] = float("-inf")  # it leaves on its own: nothing to check against
         served = collections.Counter()  # host -> launches delivered to it
+        pids = {}  # host -> its process id
+        left = {}  # host that released -> arguments it kept undelivered (acknowledged queued)
+        acknowledged_by = {}  # launch -> process id of the host that acknowledged it
         delivered = collections.Counter()  # argument -> times an observer received it
         outcome = {}  # launch -> "host" or the reason it reported
         unique = {}  # launch -> its argument
@@ -420,6 +426,7 @@ class TestTakeover(unittest.TestCase):
                                     "launch %d became the host while host %d still held the "
                                     "port" % (index, other))
                 hosts.append(index)
+                pids[index] = event["pid"]
                 outcome[index] = "host"
                 pending.discard(index)
             elif kind == "launch":
@@ -428,7 +435,11 @@ class TestTakeover(unittest.TestCase):
                     delivered[os.fsdecode(bytes.fromhex(arg))] += 1
             elif kind == "turned-away":
                 outcome[index] = event["reason"]
+                acknowledged_by[index] = event["host_pid"]
                 pending.discard(index)
+            elif kind == "released":
+                left[index] = [os.fsdecode(bytes.fromhex(arg)) for args in event["left"]
+                               for arg in args]
             elif kind == "eof" and index in pending:
                 outcome[index] = "ended silently: %s" % fleet.stderr(index)
                 pending.discard(index)
@@ -457,6 +468,12 @@ class TestTakeover(unittest.TestCase):
             if current not in ended_at and served[current] >= self.SERVED_BEFORE_ENDING \
                     and pending:
                 end(current)  # so that later launches take over too
+        # The last host delivers what it acknowledged as queued before the test ends it.
+        last = hosts[-1]
+        while last not in ended_at and any(
+                outcome[i] == "queued" and acknowledged_by[i] == pids[last]
+                and delivered[unique[i]] == 0 for i in acknowledged_by):
+            pump()
         fleet.stop_all()  # ends the last host; every output line is then in the queue
         while not fleet.events.empty():
             pump()
@@ -464,9 +481,27 @@ class TestTakeover(unittest.TestCase):
         failures = {i: r for i, r in outcome.items() if r not in ("host", "delivered", "queued")}
         self.assertEqual(failures, {}, "launches neither hosts nor acknowledged")
         self.assertGreater(len(hosts), 1, "no launch took over")
-        lost = sorted(unique[i] for i in unique
-                      if outcome[i] != "host" and delivered[unique[i]] == 0)
-        self.assertEqual(lost, [], "acknowledged launches that no host delivered")
+        # A launch that arrives at a new host before its observer is registered (test_app
+        # traces right after the constructor returns) is acknowledged as queued at once; should
+        # that host release the port before delivering it, it stays in the host's arguments,
+        # and a host killed takes it along.
+        host_of = {pid: host for host, pid in pids.items()}
+
+        def kept_by_its_host(i):
+            host = host_of.get(acknowledged_by.get(i))
+            return outcome[i] == "queued" and host is not None and (
+                unique[i] in left.get(host, ()) or (end_host is _kill and host in ended_at))
+
+        lost = sorted(unique[i] for i in unique if outcome[i] != "host"
+                      and delivered[unique[i]] == 0 and not kept_by_its_host(i))
+        kept = [arg for host in left for arg in left[host]]
+        self.assertEqual(len(kept), len(set(kept)), "a launch was kept by two hosts")
+        self.assertLessEqual(set(kept), {unique[i] for i in unique if outcome[i] == "queued"
+                                         and delivered[unique[i]] == 0},
+                             "a host kept a launch it did not acknowledge as queued, or "
+                             "delivered it too")
+        self.assertEqual(lost, [], "acknowledged launches that no host delivered: %r"
+                         % sorted((unique[i], outcome[i]) for i in unique if unique[i] in lost))
         self.assertLessEqual(set(delivered), set(unique.values()))
         return delivered
 
@@ -545,18 +580,35 @@ class TestVerifiedHosts(unittest.TestCase):
             conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
             read_to_end(conn, record)
 
-        self.foreign(handler, "foreign")
+        server, results = self.foreign(handler, "foreign")
+        detail = ("the program on the port is not a Socket_Singleton host (it answers like an "
+                  "HTTP server)")
+        for _, events, _ in (results[0], results[2]):
+            self.assertTrue(events[0]["message"].endswith(
+                "The arguments were not sent: %s." % detail), events[0]["message"])
+        self.assertEqual(results[1][2], "Socket_Singleton: another program holds 127.0.0.1:%d. "
+                         "The arguments were not sent: %s.\n" % (server.port, detail))
 
     def test_a_foreign_program_that_closes_at_once(self):
+        # As 2.0.0 does: it reads (all we send: the preamble) and closes without a word. One
+        # such close may be a host that died at that instant; two in a row are not.
         def handler(conn, record):
             conn.shutdown(socket.SHUT_WR)  # closes its side at once, then keeps listening
             read_to_end(conn, record)
 
-        # A clean close before the banner, twice in a row: as a 2.0.0 instance does.
         server, _ = self.foreign(handler, "legacy", handoff_timeout=support.WAIT)
-        self.assertLessEqual(len(server.records), 2 * 3)  # at most two per launch
+        self.assertLessEqual(len(server.records), 2 * 3)  # at most 2 connections per launch
+        # One launch alone: it tried once more, and gave up long before its handoff_timeout.
+        server = FakeServer(self, handler)
+        error = hand_off_here(server.port, [ARG], handoff_timeout=support.WAIT)
+        self.assertEqual((error.reason, error.delivered), ("legacy", False))
+        server.close()
+        self.assertEqual(len(server.records), 2)
+        self.assertEqual([bytes(record) for record in server.records], [_wire.PREAMBLE] * 2)
 
     def test_a_foreign_program_that_holds_the_port_without_listening(self):
+        # Bound but not listening: every connection is refused. A host listens within
+        # microseconds of binding, so the launch gives up (long before its handoff_timeout).
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
             holder.bind(("127.0.0.1", 0))
             port = holder.getsockname()[1]
@@ -568,15 +620,20 @@ class TestVerifiedHosts(unittest.TestCase):
         self.assertEqual(code, 3, err)
         self.assertEqual([(e["reason"], e["delivered"]) for e in events], [("port-busy", False)])
         assert_strict_failure(self, *results[1])
+        self.assertTrue(results[1][2].startswith(
+            "Socket_Singleton: 127.0.0.1:%d is in use but nothing listens on it. The arguments "
+            "were not sent: nothing listens on the port, yet it is in use" % port), results[1][2])
 
     def test_a_foreign_program_that_answers_a_short_frame(self):
-        # A reply that parses as a frame of ours but is not a welcome.
+        # A reply that parses as a frame of ours but is not a welcome (after a banner).
         def handler(conn, record):
-            record += conn.recv(65536)
-            conn.sendall(_wire.frame(b"X", b"hello"))
+            recv_exactly(conn, len(_wire.PREAMBLE), record)
+            conn.sendall(_wire.BANNER + _wire.frame(b"X", b"hello"))
             read_to_end(conn, record)
 
-        self.foreign(handler, "foreign")
+        server, results = self.foreign(handler, "foreign")
+        self.assertTrue(results[1][2].startswith("Socket_Singleton: another program holds "
+                                                 "127.0.0.1:%d. " % server.port), results[1][2])
 
 
 class TestHandoffToLegacyHost(unittest.TestCase):
@@ -615,15 +672,22 @@ class TestHandoffToLegacyHost(unittest.TestCase):
             self.assertEqual(code, 3, err)
             self.assertEqual([(e["reason"], e["delivered"]) for e in events], [("legacy", False)])
         assert_strict_failure(self, *results[1])
+        self.assertTrue(results[1][2].startswith(
+            "Socket_Singleton: a program that does not speak this protocol holds 127.0.0.1:%d. "
+            "The arguments were not sent: the program on the port closes connections without "
+            "answering: most likely an instance running socket-singleton 2.0.0 or older"
+            % server.port), results[1][2])
         server.close()
         self.assertTrue(server.records)
-        self.assertLessEqual(len(server.records), 2 * 3)  # at most two of its clients per launch
+        self.assertLessEqual(len(server.records), 2 * 3)  # at most 2 connections per launch
         self.assertEqual(handed, [])  # its observers would never be called
 
 
 # -- the secret -------------------------------------------------------------------------------
 
-def _read_hello(conn, record):
+def read_hello(conn, record):
+    """The host's side of the handshake: the preamble, our banner, the client's hello.
+    Returns the hello as ``(kind, payload)``."""
     preamble = recv_exactly(conn, len(_wire.PREAMBLE), record)
     if preamble != _wire.PREAMBLE:
         raise EOFError
@@ -638,7 +702,7 @@ def fake_host(secret=None, claim_secret=True, launches=None):
     A launch it gets is appended to *launches*, then acknowledged as delivered."""
 
     def handler(conn, record):
-        _kind, client_nonce = _read_hello(conn, record)
+        _kind, client_nonce = read_hello(conn, record)
         host_nonce = os.urandom(_wire.NONCE_SIZE)
         if secret is not None:
             proof = _wire.proof(secret, b"host", client_nonce, host_nonce)
@@ -649,13 +713,13 @@ def fake_host(secret=None, claim_secret=True, launches=None):
         while len(header) < _wire.HEADER_SIZE:
             chunk = conn.recv(_wire.HEADER_SIZE - len(header))
             if not chunk:
-                break  # the client refused to go on, as it should when the proof is wrong
+                break  # the client closed
             header += chunk
         record += header
         if len(header) == _wire.HEADER_SIZE:
             kind, size = _wire.parse_header(header)
             payload = recv_exactly(conn, size, record)
-            if kind == _wire.LAUNCH:
+            if kind == _wire.LAUNCH:  # not a bye, as the client sends when the proof is wrong
                 if launches is not None:
                     launches.append(_wire.decode_launch(payload, len(proof)))
                 conn.sendall(_wire.encode_ack(_wire.DELIVERED))
@@ -693,23 +757,24 @@ class TestSecretHandshake(support.ThreadLeakCheck):
         self.assertEqual(collector.received, [("good",)])
 
     def test_a_host_that_cannot_prove_the_secret_gets_nothing(self):
-        fakes = {"random proof": fake_host(claim_secret=True),
-                 "claims no secret": fake_host(claim_secret=False),
-                 "another secret": fake_host(secret=SECRET + "-other")}
-        for name, handler in fakes.items():
+        unknown = "the running instance does not know the same secret"
+        fakes = {"random proof": (fake_host(claim_secret=True), unknown),
+                 "claims no secret": (fake_host(claim_secret=False),
+                                      "the running instance does not use a secret"),
+                 "another secret": (fake_host(secret=SECRET + "-other"), unknown)}
+        for name, (handler, reason) in fakes.items():
             with self.subTest(fake=name):
                 server = FakeServer(self, handler)
                 self.assert_mismatch(server.port, secret=SECRET)
                 server.close()
                 server.assert_nothing_of_the_users(self, [ARG], SECRET)
-                for record in server.records:  # a hello, then only a bye saying why
-                    hello = len(_wire.PREAMBLE) + _wire.HEADER_SIZE + _wire.NONCE_SIZE
-                    kind, reason, used = _wire.split_frame(record[hello:], 1 << 16)
-                    self.assertEqual(kind, _wire.BYE)
-                    self.assertIn(reason.decode(), (
-                        "the running instance does not know the same secret",
-                        "the running instance does not use a secret"))
-                    self.assertEqual(hello + used, len(record))
+                self.assertEqual(len(server.records), 2)
+                for record in server.records:  # a hello and a bye, and not one byte more
+                    self.assertEqual(record[:len(_wire.PREAMBLE)], _wire.PREAMBLE)
+                    rest = bytes(record[len(_wire.PREAMBLE):])
+                    kind, nonce, used = _wire.split_frame(rest, 1 << 16)
+                    self.assertEqual((kind, len(nonce)), (_wire.HELLO, _wire.NONCE_SIZE))
+                    self.assertEqual(rest[used:], _wire.frame(_wire.BYE, reason.encode()))
 
     def test_a_host_that_proves_the_secret_gets_the_arguments_but_never_the_secret(self):
         launches = []
@@ -718,6 +783,7 @@ class TestSecretHandshake(support.ThreadLeakCheck):
         self.assertEqual((outcome["reason"], outcome["host_pid"]), ("delivered", 4242))
         server.close()
         self.assertEqual([launch[4] for launch in launches], [(ARG, "x")])
+        self.assertEqual([len(launch[1]) for launch in launches], [_wire.ID_SIZE])
         received = b"".join(server.records)
         self.assertTrue(os.fsencode(ARG) in received)  # the search below finds what is there
         self.assertFalse(SECRET.encode("utf-8") in received, "the secret crossed the socket")
@@ -731,15 +797,18 @@ class TestSecretHandshake(support.ThreadLeakCheck):
     def test_the_host_refuses_a_client_that_cannot_prove_the_secret(self):
         collector = support.Collector()
         host = in_process_host(self, collector, secret=SECRET)
+        # The preamble, hello and launch in one write: the host answers with its banner, a
+        # welcome, then the acknowledgement.
         hello = _wire.PREAMBLE + _wire.frame(_wire.HELLO, b"n" * _wire.NONCE_SIZE)
         proofs = {"none": b"", "random": os.urandom(_wire.PROOF_SIZE),
                   "not for this nonce": _wire.proof(SECRET, b"client", b"x" * 16,
                                                     b"n" * _wire.NONCE_SIZE)}
         for name, proof in proofs.items():
             with self.subTest(proof=name):
-                reply, _ = raw_exchange(host.port, hello + support.encode_launch(
-                    proof, 1, "/", (ARG,)))
-                reply = support.after_banner(self, reply)
+                reply, _ = raw_exchange(host.port, hello + _wire.encode_launch(
+                    proof, os.urandom(_wire.ID_SIZE), 1, "/", (ARG,)))
+                self.assertEqual(reply[:len(_wire.BANNER)], _wire.BANNER)
+                reply = reply[len(_wire.BANNER):]
                 kind, payload, used = _wire.split_frame(reply, 1 << 16)
                 self.assertEqual(kind, _wire.WELCOME)
                 kind, payload, _ = _wire.split_frame(reply[used:], 1 << 16)
@@ -801,7 +870,8 @@ class TestClientContext(support.ThreadLeakCheck):
 
 class TestRawConformance(support.ThreadLeakCheck):
     """Every documented plain form, sent by a raw client that then reads: the host delivers
-    it and never writes a byte back."""
+    it and never writes a byte back. A message without its final NUL was cut short: it is
+    refused (not delivered, not counted) and logged."""
 
     NOT_UTF8 = b"\xff\xfe\0caf\xc3\xa9\0line\nbreak\0"  # its first argument is not UTF-8
     FORMS = (
@@ -818,15 +888,20 @@ class TestRawConformance(support.ThreadLeakCheck):
                          "the host wrote to a plain peer, or reset it")
 
     def test_each_plain_form(self):
+        watcher = LogWatcher(self)
         collector = support.Collector()
         host = in_process_host(self, collector)
         for data, _ in self.FORMS:
             self.send(host.port, data)
+            self.send(host.port, data[:-1] + b"-cut")  # no final NUL: cut short
         received = collector.wait(len(self.FORMS))
-        self.assertEqual(received, [args for _, args in self.FORMS])
+        self.assertEqual(received, [args for _, args in self.FORMS])  # in order: no cut one
         if support.UNDECODABLE_ARGS:
             self.assertEqual([os.fsencode(arg) for arg in received[-1]],
                              [b"\xff\xfe", b"caf\xc3\xa9", b"line\nbreak"])
+        watcher.wait_count("message refused (it does not end with a NUL, so it was cut short)",
+                           len(self.FORMS))
+        self.assertEqual(host.clients, len(self.FORMS))
 
     @unittest.skipIf(support.UNDECODABLE_ARGS, "POSIX delivers bytes that are not UTF-8 "
                      "(test_each_plain_form)")
@@ -870,7 +945,7 @@ class TestRawConformance(support.ThreadLeakCheck):
         self.send(host.port, b"k\0a\0\0b\0")
         self.send(host.port, b"k\0")  # the secret and no arguments
         self.send(host.port, b"j\0a\0")
-        self.send(host.port, b"k\0cut")  # no final NUL: cut short, not a launch
+        self.send(host.port, b"k\0cut")  # the final NUL left out: refused
         self.send(host.port, b"k\0last\0")
         self.assertEqual(collector.wait(2), [("a", "", "b"), ("last",)])
         self.assertEqual(host.clients, 3)
@@ -927,9 +1002,10 @@ class TestParserFuzz(support.ThreadLeakCheck):
             _wire.frame(_wire.HELLO, b"n" * _wire.NONCE_SIZE),
             _wire.encode_welcome(7, 1024, b"h" * _wire.NONCE_SIZE, b""),
             _wire.encode_welcome(7, 1024, b"h" * _wire.NONCE_SIZE, b"p" * _wire.PROOF_SIZE),
-            support.encode_launch(b"", 7, "/cwd", ("a", "", "b")),
-            support.encode_launch(b"p" * _wire.PROOF_SIZE, 7, "", ()),
+            _wire.encode_launch(b"", b"i" * _wire.ID_SIZE, 7, "/cwd", ("a", "", "b")),
+            _wire.encode_launch(b"p" * _wire.PROOF_SIZE, b"i" * _wire.ID_SIZE, 7, "", ()),
             _wire.encode_ack(_wire.DELIVERED, "fine"),
+            _wire.frame(_wire.BYE, b"the running instance does not use a secret"),
             _wire.encode_plain(("a", "b"), "secret"),
         ]
         for _ in range(self.CASES):
@@ -966,13 +1042,13 @@ class TestParserFuzz(support.ThreadLeakCheck):
             pid, limit = rng.getrandbits(32), rng.getrandbits(32)
             args = tuple(_random_text(rng) for _ in range(rng.randrange(0, 6)))
             cwd = _random_text(rng)
+            launch_id = _random_bytes(rng, _wire.ID_SIZE)
 
             kind, payload, used = _wire.split_frame(
                 _wire.encode_welcome(pid, limit, nonce, proof) + b"next", 1 << 20)
             self.assertEqual((kind, used), (_wire.WELCOME, len(payload) + _wire.HEADER_SIZE))
             self.assertEqual(_wire.decode_welcome(payload), (pid, limit, bool(proof), nonce, proof))
 
-            launch_id = _random_bytes(rng, _wire.ID_SIZE)
             message = _wire.encode_launch(proof, launch_id, pid, cwd, args)
             kind, payload, used = _wire.split_frame(message, 1 << 20)
             self.assertEqual((kind, used), (_wire.LAUNCH, len(message)))
@@ -990,7 +1066,7 @@ class TestParserFuzz(support.ThreadLeakCheck):
             self.assertEqual(_wire.decode_plain(_wire.encode_plain(args, secret), True),
                              (secret, args))
         with self.assertRaises(ValueError):
-            support.encode_launch(b"", 1, "/", ("a\0b",))
+            _wire.encode_launch(b"", b"i" * _wire.ID_SIZE, 1, "/", ("a\0b",))
 
     # -- a live host ------------------------------------------------------------------------
 
@@ -1016,8 +1092,8 @@ class TestParserFuzz(support.ThreadLeakCheck):
             return None  # nothing sent, or refused whole
         try:
             return _wire.decode_plain(data, False)[1]
-        except _wire.ProtocolError:  # cut short (no final NUL), or not arguments here (Windows)
-            return None
+        except _wire.ProtocolError:
+            return None  # no final NUL: cut short, refused
 
     def fuzz_cases(self, rng, count):
         hello = _wire.PREAMBLE + _wire.frame(_wire.HELLO, b"n" * _wire.NONCE_SIZE)
@@ -1038,9 +1114,11 @@ class TestParserFuzz(support.ThreadLeakCheck):
             elif shape == 4:  # a valid hello, then a random launch payload
                 yield hello + _wire.frame(_wire.LAUNCH, _random_bytes(rng, rng.randrange(60)))
             elif shape == 5:  # a valid launch, unique to this case
-                yield hello + support.encode_launch(b"", 1, "/", ("fuzz-%d" % n, _random_text(rng)))
+                yield hello + _wire.encode_launch(b"", _random_bytes(rng, _wire.ID_SIZE), 1, "/",
+                                                  ("fuzz-%d" % n, _random_text(rng)))
             elif shape == 6:  # a valid launch, mutated or truncated
-                data = hello + support.encode_launch(b"", 1, "/", ("mutant-%d" % n,))
+                data = hello + _wire.encode_launch(b"", _random_bytes(rng, _wire.ID_SIZE), 1, "/",
+                                                   ("mutant-%d" % n,))
                 if rng.random() < 0.5:
                     yield data[:rng.randrange(len(data))]
                 else:
@@ -1054,11 +1132,13 @@ class TestParserFuzz(support.ThreadLeakCheck):
                 yield hello + header + _random_bytes(rng, rng.choice((0, size)))
 
     def check_reply(self, data, reply):
-        """The host never writes to a plain peer; to a framed one, only whole frames."""
+        """The host never writes to a plain peer; to a framed one, its banner, then only
+        whole frames."""
         if not data.startswith(_wire.PREAMBLE):
             self.assertEqual(reply, b"", "the host wrote to a plain peer")
             return
-        reply = support.after_banner(self, reply)
+        self.assertEqual(reply[:len(_wire.BANNER)], _wire.BANNER)
+        reply = reply[len(_wire.BANNER):]
         kinds = []
         while reply:
             found = _wire.split_frame(reply, 1 << 16)

@@ -156,9 +156,7 @@ class TestKilledHost(unittest.TestCase):
         host.wait_for("launch")
         peers = [connect(port) for _ in range(3)]
         for peer in peers:  # accepted and answered: the host holds its side of each
-            support.greet(peer)
-            peer.sendall(_wire.frame(_wire.HELLO, b"n" * _wire.NONCE_SIZE))
-            self.assertEqual(read_frame(peer)[0], _wire.WELCOME)
+            self.assertEqual(support.raw_handshake(peer)[0], _wire.WELCOME)
         try:
             host.proc.kill()
             host.proc.wait(support.WAIT)
@@ -253,11 +251,12 @@ class TestExactArguments(HostTestCase):
             error = hand_off(app.port, ["x" * 2000])
             self.assertEqual((error.reason, error.delivered), ("rejected", False))
             self.assertIn("1024", error.detail)
+            # ... and says why it gives up instead (a bye), which the host logs.
+            self.assertEqual(watcher.wait_for("gave up").getMessage().split(": ", 1)[1],
+                             "the client gave up its launch: %s" % error.detail)
             # A client that ignores the limit is refused by the host, which logs it.
             with connect(app.port) as peer:
-                support.greet(peer)
-                peer.sendall(_wire.frame(_wire.HELLO, b"n" * _wire.NONCE_SIZE))
-                self.assertEqual(read_frame(peer)[0], _wire.WELCOME)
+                self.assertEqual(support.raw_handshake(peer)[0], _wire.WELCOME)
                 peer.sendall(_wire.frame_header(_wire.LAUNCH, 5000))  # announces too much
                 kind, payload = read_frame(peer)
             self.assertEqual((kind, payload[:1]), (_wire.ACK, _wire.REJECTED))
@@ -373,22 +372,53 @@ class TestPendingLaunches(HostTestCase):
         self.assertEqual(app.arguments, ())
 
     def test_pending_bound(self):
-        watcher = LogWatcher(self)
         with mock.patch.object(_dispatch, "MAX_PENDING", 3):
+            # No observer registered (a 2.0.0 script that never traces): a launch beyond the
+            # bound is counted and ignored (exit 0, as in 2.0.0); none already queued is dropped.
             app = self.host()
             for i in range(3):
                 self.assertEqual(hand_off(app.port, ["p%d" % i]).reason, "queued")
             error = hand_off(app.port, ["overflow"])
-            # no observer yet: as in 2.0.0 the launch is done with (exit 0), but it says so
             self.assertEqual((error.reason, error.delivered), ("ignored", False))
-            self.assertIn("no observer is registered", error.detail)
-            watcher.wait_for("no observer is registered")
+            self.assertEqual(error.detail, "no observer is registered and the queue that keeps "
+                             "launches for one is full (3 launches)")
             self.assertEqual(app.arguments, (("p0",), ("p1",), ("p2",)))
             collector = support.Collector()
             app.trace(collector)
             self.assertEqual(collector.wait(3), [("p0",), ("p1",), ("p2",)])
             self.assertEqual(hand_off(app.port, ["later"]).reason, "delivered")
             self.assertEqual(collector.received, [("p0",), ("p1",), ("p2",), ("later",)])
+            self.assertEqual(app.clients, 5)
+
+    def test_pending_bound_with_an_observer(self):
+        # Observers registered but behind: a launch beyond the bound is refused and logged.
+        watcher = LogWatcher(self)
+        entered, unblock = threading.Event(), threading.Event()
+        self.addCleanup(unblock.set)
+
+        def blocking(args):
+            entered.set()
+            unblock.wait(support.WAIT)
+
+        with mock.patch.object(_dispatch, "MAX_PENDING", 3):
+            app = self.host()
+            app.trace(blocking)
+            collector = support.Collector()
+            app.trace(collector)
+            self.assertEqual(hand_off(app.port, ["busy"]).reason, "queued")
+            self.assertTrue(entered.wait(support.WAIT))  # taken: no longer in the queue
+            for i in range(3):
+                self.assertEqual(hand_off(app.port, ["p%d" % i]).reason, "queued")
+            error = hand_off(app.port, ["overflow"])
+            self.assertEqual((error.reason, error.delivered), ("rejected", False))
+            self.assertIn("queue is full", error.detail)
+            watcher.wait_for("queue full")
+            self.assertEqual(app.arguments, (("p0",), ("p1",), ("p2",)))
+            unblock.set()
+            self.assertEqual(collector.wait(4), [("busy",), ("p0",), ("p1",), ("p2",)])
+            self.assertEqual(hand_off(app.port, ["later"]).reason, "delivered")
+            self.assertEqual(collector.received,
+                             [("busy",), ("p0",), ("p1",), ("p2",), ("later",)])
 
 
 class TestEmptyLaunches(HostTestCase):
@@ -397,7 +427,9 @@ class TestEmptyLaunches(HostTestCase):
         app = self.host()
         collector = support.Collector()
         app.trace(collector)
-        self.assertEqual(hand_off(app.port, []).reason, "ignored")  # nothing to deliver
+        error = hand_off(app.port, [])  # answered "ignored": nothing was delivered
+        self.assertEqual((error.reason, error.detail, error.delivered),
+                         ("ignored", "there were no arguments to deliver", False))
         support.send_raw(app.port, b"\0")  # 2.0.0's empty launch
         support.send_raw(app.port, b"")  # connects and closes: not a launch
         self.assertEqual(hand_off(app.port, ["after"]).reason, "delivered")
@@ -459,8 +491,8 @@ class TestHostilePeers(HostTestCase):
         for garbage in (b"Zxxxxxxxxxxxxxx", b"\xff" * 64, _wire.frame(_wire.LAUNCH, b"x" * 40),
                         _wire.frame(_wire.HELLO, b"short")):
             with connect(self.app.port) as peer:
-                support.greet(peer)
-                peer.sendall(garbage)
+                peer.sendall(_wire.PREAMBLE + garbage)
+                support.read_banner(peer)
                 kind, payload = read_frame(peer)
                 self.assertEqual((kind, payload[:1]), (_wire.ACK, _wire.REJECTED), garbage)
         self.assertStillServes()
@@ -479,10 +511,9 @@ class TestHostilePeers(HostTestCase):
 
     def test_reset_in_the_middle_of_a_message(self):
         peer = connect(self.app.port)
-        support.greet(peer)
-        peer.sendall(_wire.frame(_wire.HELLO, b"n" * _wire.NONCE_SIZE))
-        self.assertEqual(read_frame(peer)[0], _wire.WELCOME)
-        launch = support.encode_launch(b"", os.getpid(), "/", ("never", "delivered"))
+        self.assertEqual(support.raw_handshake(peer)[0], _wire.WELCOME)
+        launch = _wire.encode_launch(b"", os.urandom(_wire.ID_SIZE), os.getpid(), "/",
+                                     ("never", "delivered"))
         peer.sendall(launch[:len(launch) // 2])
         if support.WINE:
             # Wine reads the reset as a clean close (Linux and Windows see the reset): the host

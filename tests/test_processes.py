@@ -230,7 +230,7 @@ class TestThresholds(ProcessTestCase, support.ThreadLeakCheck):
         app.trace(collector)
         for value in ("1", "2"):
             self.assertEqual(support.run_client([value], config(app.port))[:2], (0, []))
-        # as in 2.0.0, a strict launch past max_clients exits 0, silently
+        # Ignored, as in 2.0.0: a strict launch exits 0 and says nothing.
         self.assertEqual(support.run_client(["3"], config(app.port)), (0, [], ""))
         code, events, err = support.run_client(["4"], config(app.port, strict=False))
         self.assertEqual(code, 3, err)

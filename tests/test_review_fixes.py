@@ -22,7 +22,7 @@ from Socket_Singleton import Socket_Singleton, _dispatch, _host, _wire
 from . import support
 from .test_api import HostTestCase, LogWatcher, assert_port_free, hand_off, read_frame
 from .test_cli import cli
-from .test_handoff import FakeServer, read_to_end, recv_exactly
+from .test_handoff import FakeServer, read_hello, read_to_end
 from .test_hardening import connect, wait_closed
 
 POSIX = os.name == "posix"
@@ -49,9 +49,11 @@ def join_library_threads(test, port, *roles):
 def hello(port):
     """A framed peer that has said hello and read the host's welcome; the caller closes it."""
     peer = connect(port)
-    support.greet(peer)
-    peer.sendall(_wire.frame(_wire.HELLO, os.urandom(_wire.NONCE_SIZE)))
-    kind, _ = read_frame(peer)
+    try:
+        kind, _ = support.raw_handshake(peer)
+    except BaseException:
+        peer.close()
+        raise
     if kind != _wire.WELCOME:
         peer.close()
         raise AssertionError("the host answered the hello with %r" % kind)
@@ -61,7 +63,8 @@ def hello(port):
 def launch_on(peer, args):
     """Send a framed launch (no secret) on *peer*, which has had its welcome; returns the
     acknowledgement as ``(status, detail)``."""
-    peer.sendall(support.encode_launch(b"", os.getpid(), os.getcwd(), tuple(args)))
+    peer.sendall(_wire.encode_launch(b"", os.urandom(_wire.ID_SIZE), os.getpid(), os.getcwd(),
+                                     tuple(args)))
     kind, payload = read_frame(peer)
     if kind != _wire.ACK:
         raise AssertionError("expected an acknowledgement, got %r" % kind)
@@ -87,12 +90,11 @@ def shut_write(sock):
 
 
 def answering_hello_with(payload):
-    """A FakeServer handler: read the preamble and hello, answer with *payload*, read on."""
+    """A FakeServer handler: read the preamble, send the banner, read the hello, answer with
+    *payload*, read on."""
 
     def handler(conn, record):
-        recv_exactly(conn, len(_wire.PREAMBLE), record)
-        conn.sendall(_wire.BANNER)
-        recv_exactly(conn, _wire.HEADER_SIZE + _wire.NONCE_SIZE, record)  # the hello
+        read_hello(conn, record)
         conn.sendall(payload)
         read_to_end(conn, record)
 
@@ -172,7 +174,8 @@ class TestReviewFixesPeerFailures(HostTestCase):
     def test_a_framed_handler_that_raises_drops_only_that_peer(self):
         with mock.patch.object(_wire, "decode_launch", side_effect=RuntimeError("boom-frame")):
             with hello(self.app.port) as peer:
-                peer.sendall(support.encode_launch(b"", os.getpid(), "/", ("x",)))
+                peer.sendall(_wire.encode_launch(b"", os.urandom(_wire.ID_SIZE), os.getpid(),
+                                                 "/", ("x",)))
                 wait_closed(peer)  # no acknowledgement: dropped
             record = self.watcher.wait_for("failed")
         self.assertIs(record.exc_info[0], RuntimeError)
@@ -255,7 +258,8 @@ class TestReviewFixesRelease(HostTestCase):
         with hello(app.port) as peer:
             # An empty launch reaches the threshold: the listener releases at once, then gives
             # this answered client (which has not closed yet) a moment to close first.
-            self.assertEqual(launch_on(peer, [])[0], _wire.IGNORED)  # nothing to deliver
+            self.assertEqual(launch_on(peer, []),
+                             (_wire.IGNORED, "there were no arguments to deliver"))
             app.release()
             self.assertIsNone(library_thread(app.port, "listener"))
             assert_port_free(self, app.port)
@@ -347,21 +351,45 @@ class TestReviewFixesCaps(HostTestCase):
 
     def test_the_queue_is_capped_in_memory_without_dropping_queued_launches(self):
         watcher = LogWatcher(self)
+        entered, unblock = threading.Event(), threading.Event()
+        self.addCleanup(unblock.set)
+
+        def blocking(args):
+            entered.set()
+            unblock.wait(support.WAIT)
+
         with mock.patch.object(_host, "DELIVERY_WAIT", 0.05), \
                 mock.patch.object(_dispatch, "MAX_PENDING_BYTES", 250, create=True):
+            # No observer registered: the launch that does not fit is ignored (exit 0).
             app = self.host()
             for args in (["a" * 40], ["b" * 40]):  # about 104 bytes each: two fit, not three
                 self.assertEqual(hand_off(app.port, args).reason, "queued")
             error = hand_off(app.port, ["c" * 40])
-            # no observer yet: as in 2.0.0 the launch is done with (exit 0), but it says so
             self.assertEqual((error.reason, error.delivered), ("ignored", False))
-            self.assertIn("no observer is registered", error.detail)
-            watcher.wait_for("no observer is registered")
+            # the byte cap filled it, not a count: the detail does not name a limit of 2
+            self.assertEqual(error.detail, "no observer is registered and the queue that keeps "
+                             "launches for one is full (2 launches)")
             self.assertEqual(app.arguments, (("a" * 40,), ("b" * 40,)))
             collector = self.collector(app)
             self.assertEqual(collector.wait(2), [("a" * 40,), ("b" * 40,)])
             self.assertEqual(hand_off(app.port, ["d" * 40]).reason, "delivered")
-        self.assertEqual(collector.received, [("a" * 40,), ("b" * 40,), ("d" * 40,)])
+            self.assertEqual(collector.received, [("a" * 40,), ("b" * 40,), ("d" * 40,)])
+            # An observer registered but behind: the launch that does not fit is refused.
+            app.trace(blocking)
+            self.assertEqual(hand_off(app.port, ["e" * 40]).reason, "queued")
+            self.assertTrue(entered.wait(support.WAIT))  # taken: no longer in the queue
+            for args in (["f" * 40], ["g" * 40]):
+                self.assertEqual(hand_off(app.port, args).reason, "queued")
+            error = hand_off(app.port, ["h" * 40])
+            self.assertEqual((error.reason, error.delivered), ("rejected", False))
+            self.assertIn("queue is full", error.detail)
+            watcher.wait_for("queue full")
+            self.assertEqual(app.arguments, (("f" * 40,), ("g" * 40,)))
+            unblock.set()
+            self.assertEqual(collector.wait(6)[3:], [("e" * 40,), ("f" * 40,), ("g" * 40,)])
+        self.assertEqual(collector.received,
+                         [("a" * 40,), ("b" * 40,), ("d" * 40,), ("e" * 40,), ("f" * 40,),
+                          ("g" * 40,)])
 
     def test_unfinished_messages_are_capped_all_peers_together(self):
         watcher = LogWatcher(self)
@@ -369,7 +397,7 @@ class TestReviewFixesCaps(HostTestCase):
             app = self.host()
             collector = self.collector(app)
             with connect(app.port) as held, connect(app.port) as excess:
-                held.sendall(b"h" * 5999 + b"\0")  # unfinished: the host holds it
+                held.sendall(b"h" * 5999 + b"\0")  # unfinished until EOF: the host holds it
                 # Served after `held` was read: the host holds 6000 bytes from here on.
                 self.assertEqual(hand_off(app.port, ["first"]).reason, "delivered")
                 excess.sendall(b"x" * 3000)  # 9000 > 8192: this peer goes
@@ -409,9 +437,7 @@ class TestReviewFixesAcceptBackoff(HostTestCase):
                 threading.Event().wait(support.SHORT)  # what must NOT happen: a busy loop
                 exhausted.clear()
                 during = failures()
-                support.greet(waiting)
-                waiting.sendall(_wire.frame(_wire.HELLO, os.urandom(_wire.NONCE_SIZE)))
-                self.assertEqual(read_frame(waiting)[0], _wire.WELCOME)
+                self.assertEqual(support.raw_handshake(waiting)[0], _wire.WELCOME)
                 self.assertEqual(launch_on(waiting, ["waited"])[0], _wire.DELIVERED)
         self.assertLess(during, 50, "the listener retried accept() in a busy loop")
         self.assertEqual(collector.received, [("waited",)])
@@ -429,7 +455,9 @@ class TestReviewFixesFakeAck(support.ThreadLeakCheck):
         self.assertEqual((code, events), (1, []), err)
         lines = err.strip().splitlines()
         self.assertEqual(len(lines), 1, err)
-        self.assertTrue(lines[0].startswith("Socket_Singleton: "), lines[0])
+        self.assertEqual(lines[0], "Socket_Singleton: another program holds 127.0.0.1:%d. The "
+                         "arguments were not sent: the program on the port is not a "
+                         "Socket_Singleton host (it answered out of turn)." % server.port)
         status = cli("status", "--port", str(server.port))
         self.assertEqual(status.code, 4, status)
         server.close()
