@@ -20,6 +20,10 @@ PORT_BUSY_AFTER = 0.2
 # program that does not speak this protocol (most likely 2.0.0, which reads and closes). One such
 # close may be a host that died at that instant; two in a row are not.
 SILENT_CLOSES = 2
+# The longest a single socket call waits: Windows refuses timeouts near threading.TIMEOUT_MAX
+# ("timeout doesn't fit into C timeval"). A read waits again until the deadline; a connect or
+# send that takes a whole day has failed anyway.
+_LONGEST_WAIT = 24 * 3600.0
 LEGACY_LIMIT = 1024  # a 2.0.0 host reads one chunk of this many bytes and drops the rest
 # Errors of our own process, not of the program on the port.
 _LOCAL_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -343,12 +347,17 @@ def _read_banner(sock: socket.socket, deadline: float) -> bytes:
 def _recv(sock: socket.socket, size: int, deadline: float) -> bytes:
     """One read; past the deadline, only what has already arrived (an answer that came in
     time is honoured even when this process was descheduled until after the deadline)."""
-    remaining = deadline - time.monotonic()
-    sock.settimeout(max(remaining, 0.0))
-    try:
-        data = sock.recv(size)
-    except BlockingIOError:  # nothing had arrived by the deadline
-        raise socket.timeout("timed out") from None
+    while True:
+        remaining = deadline - time.monotonic()
+        sock.settimeout(min(max(remaining, 0.0), _LONGEST_WAIT))
+        try:
+            data = sock.recv(size)
+            break
+        except BlockingIOError:  # nothing had arrived by the deadline
+            raise socket.timeout("timed out") from None
+        except socket.timeout:
+            if remaining <= _LONGEST_WAIT:
+                raise
     if not data:
         raise EOFError
     return data
@@ -358,7 +367,7 @@ def _set_timeout(sock: socket.socket, deadline: float) -> None:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise socket.timeout("timed out")
-    sock.settimeout(remaining)
+    sock.settimeout(min(remaining, _LONGEST_WAIT))
 
 
 def _failed(err: OSError, otherwise: str) -> "Union[Outcome, str]":

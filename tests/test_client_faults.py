@@ -7,6 +7,7 @@ descriptor. The host runs in a process of its own, untouched by the faults."""
 import errno
 import os
 import socket
+import threading
 import time
 import unittest
 from typing import ClassVar
@@ -149,6 +150,22 @@ class TestClientFaults(unittest.TestCase):
         else:  # this process is out of resources before anything was sent: it says so
             self.assertEqual((err.reason, times), ("local-error", 0), err.detail)
             self.assertIn(os.strerror(fault.errno), err.detail)
+
+    def test_the_largest_handoff_timeout_on_a_platform_with_small_socket_timeouts(self):
+        class SmallTimeouts(socket.socket):
+            # What Windows does with a timeout near threading.TIMEOUT_MAX (as seen under Wine).
+            def settimeout(self, value):
+                if value is not None and value > 2 ** 31 / 1000:
+                    raise OverflowError("timeout doesn't fit into C timeval")
+                super().settimeout(value)
+
+        with mock.patch("sys.argv", ["app", "huge-timeout"]), \
+                mock.patch.object(socket, "socket", SmallTimeouts):
+            with self.assertRaises(MultipleSingletonsError) as caught:
+                Socket_Singleton(port=self.port, strict=False,
+                                 handoff_timeout=int(threading.TIMEOUT_MAX))
+        self.assertEqual(caught.exception.reason, "delivered")
+        self.assertEqual(self.host.wait_for("launch")["args"], [b"huge-timeout".hex()])
 
     def test_one_byte_reads_and_short_writes(self):
         for plan in (("recv", "one byte", 0), ("send", "short", 0)):
