@@ -79,12 +79,6 @@ class FaultySocket(socket.socket):
         self._maybe_fail("close")
 
 
-def open_fds():
-    if not os.path.isdir("/proc/self/fd"):
-        return None
-    return len(os.listdir("/proc/self/fd"))
-
-
 class TestClientFaults(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -100,7 +94,7 @@ class TestClientFaults(unittest.TestCase):
         whether the host received its arguments (and how often)."""
         FaultySocket.plan, FaultySocket.calls, FaultySocket.opened = plan, {}, []
         args = ["%s-%s" % (name, time.monotonic_ns())]
-        before = open_fds()
+        before = support.open_fds()
         started = time.monotonic()
         with mock.patch("sys.argv", ["app", *args]), \
                 mock.patch.object(socket, "socket", FaultySocket):
@@ -114,7 +108,7 @@ class TestClientFaults(unittest.TestCase):
         for sock in FaultySocket.opened:
             self.assertEqual(sock.fileno(), -1, "a client socket was left open")
         if before is not None:
-            self.assertEqual(open_fds(), before, "a descriptor leaked")
+            self.assertEqual(support.open_fds(), before, "a descriptor leaked")
         # Every launch is followed by a sentinel; the host saw ours (once) before it, or not.
         sentinel = "sentinel-%s" % time.monotonic_ns()
         with mock.patch("sys.argv", ["app", sentinel]):

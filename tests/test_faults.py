@@ -24,10 +24,6 @@ HANDOFF = 2.0  # handoff_timeout of the launches below
 SLACK = 1.5  # seconds a launch may take beyond it on a busy machine
 
 
-def own_fds():
-    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
-
-
 def library_threads(port):
     return [t for t in threading.enumerate()
             if t.name.startswith("Socket_Singleton-%d-" % port)]
@@ -156,7 +152,7 @@ class TestSocketFaults(FaultTestCase):
     ERRNOS = (errno.EINTR, errno.ECONNRESET, errno.ENOBUFS, errno.EMFILE)
 
     def launch_through(self, plan, count=3, **host_kwargs):
-        fds = own_fds()
+        fds = support.open_fds()
         app = self.faulty_host(plan, **host_kwargs)
         collector = self.collector(app)
         outcomes = []
@@ -178,7 +174,7 @@ class TestSocketFaults(FaultTestCase):
         assert_port_free(self, app.port)
         self.assert_no_uncaught()
         if fds:
-            self.assertEqual(own_fds(), fds, "a descriptor leaked")
+            self.assertEqual(support.open_fds(), fds, "a descriptor leaked")
         return outcomes
 
     def test_accept_fails(self):
@@ -236,7 +232,7 @@ class TestSocketFaults(FaultTestCase):
         for op in ("setsockopt", "bind", "listen"):
             for err in self.ERRNOS:
                 with self.subTest(op=op, errno=errno.errorcode[err]):
-                    fds = own_fds()
+                    fds = support.open_fds()
                     port = support.free_port()
                     with self.assertRaises(OSError) as caught:
                         self.faulty_host(FaultPlan(op, err), port=port)
@@ -244,7 +240,7 @@ class TestSocketFaults(FaultTestCase):
                     assert_port_free(self, port)
                     self.assertEqual(library_threads(port), [])
                     if fds:
-                        self.assertEqual(own_fds(), fds, "a descriptor leaked")
+                        self.assertEqual(support.open_fds(), fds, "a descriptor leaked")
 
 
 class TestAtomicConstructor(FaultTestCase):
@@ -254,7 +250,7 @@ class TestAtomicConstructor(FaultTestCase):
         for name, kwargs in (("-dispatch", {}), ("-listener", {}),
                              ("-timeout", {"timeout": support.WAIT})):
             with self.subTest(thread=name):
-                fds = own_fds()
+                fds = support.open_fds()
                 port = support.free_port()
                 with self.assertRaisesRegex(RuntimeError, "can't start new thread"):
                     self.faulty_host(FaultPlan(failing_thread=name), port=port, **kwargs)
@@ -263,7 +259,7 @@ class TestAtomicConstructor(FaultTestCase):
                 self.assertEqual(library_threads(port), [])
                 assert_port_free(self, port)
                 if fds:
-                    self.assertEqual(own_fds(), fds, "a descriptor leaked")
+                    self.assertEqual(support.open_fds(), fds, "a descriptor leaked")
                 app = self.host(port=port)  # and the port works for the next host
                 self.assertTrue(app.listening)
                 app.release()

@@ -46,10 +46,6 @@ def wait_closed(sock):
         raise AssertionError("the host sent %r" % data[:100])
 
 
-def own_fds():
-    return len(os.listdir("/proc/self/fd"))
-
-
 def library_threads():
     return [t for t in threading.enumerate() if t.name.startswith("Socket_Singleton")]
 
@@ -589,11 +585,11 @@ class TestAddresses(HostTestCase):
 
     @unittest.skipUnless(sys.platform.startswith("linux"), "counts /proc/self/fd")
     def test_other_bind_errors_are_raised(self):
-        fds = own_fds()
+        fds = support.open_fds()
         with self.assertRaises(OSError) as cm:
             Socket_Singleton(address="192.0.2.1", port=0)  # TEST-NET-1: not ours
         self.assertNotEqual(cm.exception.errno, errno.EADDRINUSE)
-        self.assertEqual(own_fds(), fds)
+        self.assertEqual(support.open_fds(), fds)
         self.assertEqual(library_threads(), [])
 
     @unittest.skipUnless(os.name == "posix", "privileged ports are POSIX")
@@ -673,7 +669,7 @@ class TestSecretComparison(HostTestCase):
 class TestLeaksAndIdle(HostTestCase):
 
     def test_no_leak_over_300_cycles(self):
-        fds, threads = own_fds(), threading.active_count()
+        fds, threads = support.open_fds(), threading.active_count()
         collector = support.Collector()
         for i in range(300):
             app = Socket_Singleton(port=0, timeout=60)
@@ -689,7 +685,7 @@ class TestLeaksAndIdle(HostTestCase):
                              [])
         for thread in library_threads():  # cancelled timers end on their own
             thread.join(support.WAIT)
-        self.assertEqual(own_fds(), fds)
+        self.assertEqual(support.open_fds(), fds)
         self.assertEqual(threading.active_count(), threads)
 
     def test_idle_listener_does_not_wake_up(self):
