@@ -203,6 +203,9 @@ def _greet(sock: socket.socket, secret: "Optional[str]",
         sock.sendall(_wire.PREAMBLE)
         banner = _read_banner(sock, deadline)
     except socket.timeout:
+        # Give up with a reset, not a clean close: a 3.0.0 host would take the NULs it read,
+        # cleanly ended, for a plain launch of 1024 empty arguments.
+        _net.reset_on_close(sock)
         return Outcome(_errors.NO_ANSWER, "the program on the port accepted the connection but "
                        "did not answer in time (a host that is very busy, or a program that "
                        "does not speak this protocol)")

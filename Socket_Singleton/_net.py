@@ -39,6 +39,18 @@ def close_quietly(sock: socket.socket) -> None:
         pass
 
 
+def reset_on_close(sock: socket.socket) -> None:
+    """Make close() reset the connection instead of ending it cleanly (SO_LINGER, 0 s)."""
+    import struct  # rare paths only; a launch that goes well never loads it
+
+    # struct linger: two ints on POSIX, two u_shorts on Windows
+    linger = struct.pack("HH" if hasattr(socket, "SO_EXCLUSIVEADDRUSE") else "ii", 1, 0)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    except OSError:  # already reset by the peer: nothing to linger over
+        pass
+
+
 def family_of(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 

@@ -84,6 +84,30 @@ class TestRunning200Instance(unittest.TestCase):
             "cannot acknowledge a launch; quit it and launch again, or pass legacy_handoff=True "
             "to hand it the arguments all the same." % server.port)
 
+    @unittest.skipIf(support.WINE, "under Wine a reset reads as a clean close")
+    def test_a_300_host_is_given_up_with_a_reset_not_a_plain_launch_of_nuls(self):
+        # A 3.0.0 host waits for its version line after the NULs; a clean close would make it
+        # take the NULs it read for a plain launch of 1024 empty arguments.
+        endings = []
+
+        def waits_for_more(conn, record):
+            try:
+                while True:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        endings.append("clean close")
+                        return
+                    record += chunk
+            except ConnectionResetError:
+                endings.append("reset")
+
+        server = FakeServer(self, waits_for_more)
+        err = hand_off_here(server.port, [ARG], handoff_timeout=0.5)
+        self.assertEqual(err.reason, "no-answer")
+        server.close()
+        self.assertEqual(endings, ["reset"])
+        self.assertEqual(server.records, [bytearray(_wire.PREAMBLE)])
+
     def test_legacy_handoff_hands_the_arguments_over_in_the_200_form(self):
         server, handed = legacy_host(self)
         err = hand_off_here(server.port, [ARG, "two words"], legacy_handoff=True)
