@@ -26,7 +26,7 @@ EXIT_CODES = {
     _errors.LOCAL_ERROR: LOCAL,
     _errors.NO_ANSWER: NO_ANSWER,
     _errors.SECRET_MISMATCH: REFUSED,
-    _errors.IGNORED: REFUSED,
+    _errors.IGNORED: OK,  # as a launch: nothing for the user to do (max_clients, no arguments)
     _errors.REJECTED: REFUSED,
 }
 
@@ -37,12 +37,13 @@ examples:
   APP_SECRET=s3cret %(prog)s send --port 50123 --secret-env APP_SECRET -- notes.txt
 
 exit codes:
-  0  status: a Socket_Singleton host answered; send: the host took the arguments
+  0  status: a Socket_Singleton host answered; send: the host took the arguments, or
+     ignored them as a launch's would be (max_clients reached, no arguments)
   2  the command line is wrong
   3  nothing listens on the port (it may be free, or in use by a connection)
   4  a program that is not a Socket_Singleton host holds the port (2.0.0, say)
   5  no answer within --timeout
-  6  refused: secret mismatch, max_clients reached, or too large
+  6  refused: secret mismatch, too large, or the host's queue is full
   7  this process could not make a connection (out of descriptors or memory)
 """ % {"prog": PROG}  # spelled out: in a subcommand's help %(prog)s would be "... status"
 
@@ -109,6 +110,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         outcome = claimed
         if outcome.reason in (_errors.DELIVERED, _errors.QUEUED):
             print("%s to the host on %s (pid %s)" % (outcome.reason, where, outcome.host_pid))
+        elif outcome.reason == _errors.IGNORED:
+            print("ignored by the host on %s (pid %s): %s"
+                  % (where, outcome.host_pid, outcome.detail))
     code = EXIT_CODES.get(outcome.reason, REFUSED)
     if code != OK:
         sys.stderr.write("%s: %s: %s\n" % (PROG, where, outcome.detail or outcome.reason))

@@ -260,6 +260,20 @@ class TestCommandLineSend(CommandLineTestCase):
         self.assertEqual(result.code, 0, result)
         self.assertEqual(support.decode_args(host.wait_for("launch")), [])
 
+    def test_ignored_arguments_exit_0_as_a_launch_would(self):
+        # An "open with" wrapper run without files, or past max_clients: nothing to do.
+        host, port, pid = start_app_host(self, max_clients=2)
+        result = cli("send", "--port", str(port))  # client 1: no arguments
+        self.assertEqual((result.code, result.err), (0, ""), result)
+        self.assertEqual(result.out, "ignored by the host on 127.0.0.1:%d (pid %d): there were "
+                         "no arguments to deliver\n" % (port, pid))
+        self.assertEqual(cli("send", "--port", str(port), "--", "kept").code, 0)
+        result = cli("send", "--port", str(port), "--", "past the limit")
+        self.assertEqual((result.code, result.err), (0, ""), result)
+        self.assertEqual(result.out, "ignored by the host on 127.0.0.1:%d (pid %d): "
+                         "max_clients reached\n" % (port, pid))
+        self.assertEqual(support.decode_args(host.wait_for("launch")), [b"kept"])
+
     def test_nothing_listening_does_not_take_the_port(self):
         port = support.free_port()
         result = cli("send", "--port", str(port), "--", "notes.txt")
