@@ -1,6 +1,7 @@
 """Shared test helpers: ports found at run time, real app processes, waiting on events."""
 
 import json
+import logging
 import os
 import queue
 import signal
@@ -10,8 +11,9 @@ import sys
 import threading
 import time
 import unittest
+from unittest import mock
 
-from Socket_Singleton import _wire
+from Socket_Singleton import MultipleSingletonsError, Socket_Singleton, _wire
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "test_app.py")
@@ -352,3 +354,175 @@ def open_fds():
     if os.name != "posix" or not os.path.isdir("/proc/self/fd"):
         return None
     return len(os.listdir("/proc/self/fd"))
+
+
+def hand_off(port, args=(), address="127.0.0.1", **kwargs):
+    """Launch in this process with ``sys.argv[1:] == args``; returns the MultipleSingletonsError
+    of the launch (strict=False by default), or fails if the launch became the host."""
+    kwargs.setdefault("strict", False)
+    with mock.patch.object(sys, "argv", ["app", *args]):
+        try:
+            app = Socket_Singleton(address, port, **kwargs)
+        except MultipleSingletonsError as err:
+            return err
+    app.release()
+    raise AssertionError("the launch became the host of %s:%d" % (address, port))
+
+
+def assert_port_free(test, port, address="127.0.0.1"):
+    """A plain socket, without SO_REUSEADDR, can bind the port right now."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family) as sock:
+        try:
+            sock.bind((address, port))
+        except OSError as err:
+            test.fail("port %d is not free: %s" % (port, err))
+
+
+
+
+class LogWatcher(logging.Handler):
+    """Records what the library logs through logging.getLogger("Socket_Singleton")."""
+
+    def __init__(self, test):
+        super().__init__(logging.DEBUG)
+        self.records = []
+        self._cond = threading.Condition()
+        logger = logging.getLogger("Socket_Singleton")
+        logger.addHandler(self)
+        test.addCleanup(logger.removeHandler, self)
+
+    def emit(self, record):
+        with self._cond:
+            self.records.append(record)
+            self._cond.notify_all()
+
+    def messages(self):
+        with self._cond:
+            return [record.getMessage() for record in self.records]
+
+    def wait_count(self, text, count, timeout=WAIT):
+        """Wait until *count* messages contain *text*; fail if more or fewer come."""
+        def found():
+            return [m for m in self.messages_unlocked() if text in m]
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(found()) >= count, timeout):
+                raise AssertionError("%d messages containing %r, not %d: %r"
+                                     % (len(found()), text, count, self.messages_unlocked()))
+            if len(found()) != count:
+                raise AssertionError("%d messages containing %r, not %d"
+                                     % (len(found()), text, count))
+
+    def messages_unlocked(self):
+        return [record.getMessage() for record in self.records]
+
+    def wait_for(self, text, timeout=WAIT):
+        """The first record whose message contains *text*, waiting for it if need be."""
+        def find():
+            return next((r for r in self.records if text in r.getMessage()), None)
+        with self._cond:
+            if not self._cond.wait_for(lambda: find() is not None, timeout):
+                raise AssertionError("nothing logged containing %r; got %r"
+                                     % (text, [r.getMessage() for r in self.records]))
+            return find()
+
+
+def recv_exactly(conn, size, record):
+    data = bytearray()
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    record += data
+    return bytes(data)
+
+
+def read_to_end(conn, record):
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        record += chunk
+
+
+class FakeServer:
+    """A TCP server on 127.0.0.1 that is not a Socket_Singleton host: each connection is
+    handed to ``handler(conn, record)`` on a thread of its own, and everything peers send is
+    appended to that connection's ``record``. Closed when the test ends."""
+
+    def __init__(self, test, handler):
+        self._handler = handler
+        self._stopping = False
+        self._waker = None
+        self.records = []
+        self._threads = []
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port = self._sock.getsockname()[1]
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+        test.addCleanup(self.close)
+
+    def _accept(self):
+        while True:
+            conn, peer = self._sock.accept()
+            if self._stopping and peer == self._waker:
+                conn.close()
+                return
+            record = bytearray()
+            self.records.append(record)
+            thread = threading.Thread(target=self._serve, args=(conn, record), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn, record):
+        with conn:
+            conn.settimeout(WAIT)
+            try:
+                self._handler(conn, record)
+            except (OSError, EOFError):
+                pass
+
+    def close(self):
+        if self._stopping:
+            return
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as waker:
+            waker.bind(("127.0.0.1", 0))
+            self._waker = waker.getsockname()
+            self._stopping = True
+            waker.settimeout(WAIT)
+            waker.connect(("127.0.0.1", self.port))  # served after every earlier peer
+        self._acceptor.join(WAIT)
+        self._sock.close()
+        for thread in self._threads:
+            thread.join(WAIT)
+
+    def assert_nothing_of_the_users(self, test, args=(), secret=None):
+        """No connection ever carried one of *args* or the *secret*."""
+        test.assertTrue(self.records, "the client never connected")
+        needles = [os.fsencode(arg) for arg in args]
+        if secret is not None:
+            needles.append(secret.encode("utf-8"))
+        for record in self.records:
+            for needle in needles:
+                test.assertFalse(needle in record, "the server received %r" % needle)
+
+
+def config(port, **kwargs):
+    """test_app's configuration for a launch (or host) on *port* with these constructor kwargs."""
+    return {"kwargs": dict(kwargs, port=port)}
+
+
+def end_by_stdin(proc):
+    """End a helper process that exits when its stdin closes; kill it if it does not."""
+    if proc.poll() is None:
+        proc.stdin.close()
+        try:
+            proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        stream.close()

@@ -5,87 +5,14 @@ import io
 import logging
 import re
 import socket
-import sys
-import threading
 import unittest
 from unittest import mock
 
 import Socket_Singleton as package
-from Socket_Singleton import Launch, MultipleSingletonsError, Socket_Singleton, _host, _wire
+from Socket_Singleton import Launch, Socket_Singleton, _host, _wire
 
 from . import support
-
-
-def hand_off(port, args=(), address="127.0.0.1", **kwargs):
-    """Launch in this process with ``sys.argv[1:] == args``; returns the MultipleSingletonsError
-    of the launch (strict=False by default), or fails if the launch became the host."""
-    kwargs.setdefault("strict", False)
-    with mock.patch.object(sys, "argv", ["app", *args]):
-        try:
-            app = Socket_Singleton(address, port, **kwargs)
-        except MultipleSingletonsError as err:
-            return err
-    app.release()
-    raise AssertionError("the launch became the host of %s:%d" % (address, port))
-
-
-def assert_port_free(test, port, address="127.0.0.1"):
-    """A plain socket, without SO_REUSEADDR, can bind the port right now."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family) as sock:
-        try:
-            sock.bind((address, port))
-        except OSError as err:
-            test.fail("port %d is not free: %s" % (port, err))
-
-
-read_frame = support.read_frame  # where the other test modules have imported it from
-
-
-class LogWatcher(logging.Handler):
-    """Records what the library logs through logging.getLogger("Socket_Singleton")."""
-
-    def __init__(self, test):
-        super().__init__(logging.DEBUG)
-        self.records = []
-        self._cond = threading.Condition()
-        logger = logging.getLogger("Socket_Singleton")
-        logger.addHandler(self)
-        test.addCleanup(logger.removeHandler, self)
-
-    def emit(self, record):
-        with self._cond:
-            self.records.append(record)
-            self._cond.notify_all()
-
-    def messages(self):
-        with self._cond:
-            return [record.getMessage() for record in self.records]
-
-    def wait_count(self, text, count, timeout=support.WAIT):
-        """Wait until *count* messages contain *text*; fail if more or fewer come."""
-        def found():
-            return [m for m in self.messages_unlocked() if text in m]
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(found()) >= count, timeout):
-                raise AssertionError("%d messages containing %r, not %d: %r"
-                                     % (len(found()), text, count, self.messages_unlocked()))
-            if len(found()) != count:
-                raise AssertionError("%d messages containing %r, not %d"
-                                     % (len(found()), text, count))
-
-    def messages_unlocked(self):
-        return [record.getMessage() for record in self.records]
-
-    def wait_for(self, text, timeout=support.WAIT):
-        """The first record whose message contains *text*, waiting for it if need be."""
-        def find():
-            return next((r for r in self.records if text in r.getMessage()), None)
-        with self._cond:
-            if not self._cond.wait_for(lambda: find() is not None, timeout):
-                raise AssertionError("nothing logged containing %r; got %r"
-                                     % (text, [r.getMessage() for r in self.records]))
-            return find()
+from .support import LogWatcher, assert_port_free, hand_off, read_frame
 
 
 class HostTestCase(support.ThreadLeakCheck):

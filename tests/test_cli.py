@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import unittest
 
 import Socket_Singleton as package
@@ -57,69 +56,23 @@ def assert_port_free(test, port):
             test.fail("port %d is not free: %s" % (port, err))
 
 
-# What the CLI says of each ForeignServer mode. A program that closes at once is told from a
-# 2.0.0 instance only by whether its close reaches us before our preamble reaches it (a clean
-# close) or after (a reset): both are reported as a foreign program, exit status 4.
-FOREIGN_WORDS = {
-    "garbage": "not a Socket_Singleton host (it answers like an HTTP server)",
-    "close": "without answering",
-}
+def closes_after_the_preamble(conn, record):
+    """As a 2.0.0 host: reads what the client sends first (its preamble), closes unanswered."""
+    support.recv_exactly(conn, len(_wire.PREAMBLE), record)
 
 
-class ForeignServer:
-    """A TCP server on a free port that is not a Socket_Singleton host, served by a thread.
-
-    mode "close": reads what the client sends (its preamble) and closes without a word, as
-    a 2.0.0 host does; "garbage": reads the preamble and answers like a web server; "silent":
-    accepts and never answers (until the test ends).
-    """
-
-    def __init__(self, test, mode):
-        self.mode = mode
-        self.connections = 0
-        self._held = []
-        self._stopping = False
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self.port = self._sock.getsockname()[1]
-        self._thread = threading.Thread(target=self._serve, name="ForeignServer", daemon=True)
-        self._thread.start()
-        test.addCleanup(self.close)
-
-    def _serve(self):
-        while True:
-            conn, _ = self._sock.accept()
-            if self._stopping:
-                conn.close()
-                return
-            self.connections += 1
-            if self.mode == "silent":
-                self._held.append(conn)
-                continue
-            with conn:
-                self._answer(conn)
-
-    def _answer(self, conn):
-        conn.settimeout(support.WAIT)
-        try:
-            support.read_exactly(conn, len(_wire.PREAMBLE))
-            if self.mode == "garbage":
-                conn.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-        except (OSError, AssertionError):  # the client gave up first
-            pass
-
-    def close(self):
-        self._stopping = True
-        with socket.create_connection(("127.0.0.1", self.port), timeout=support.WAIT):
-            pass  # wakes the accept() up
-        self._thread.join(support.WAIT)
-        for conn in self._held:
-            conn.close()
-        self._sock.close()
+def answers_like_a_web_server(conn, record):
+    support.recv_exactly(conn, len(_wire.PREAMBLE), record)
+    conn.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
 
 
-# What the command line says of each ForeignServer mode, after "socket-singleton: ADDRESS: ".
+# Programs that are not Socket_Singleton hosts, as support.FakeServer handlers: "silent"
+# accepts and never answers (it reads until the client gives up).
+FOREIGN_PROGRAMS = {"close": closes_after_the_preamble, "garbage": answers_like_a_web_server,
+                    "silent": support.read_to_end}
+
+
+# What the command line says of each foreign program, after "socket-singleton: ADDRESS: ".
 FOREIGN = {
     "close": "the program on the port closes connections without answering: most likely an "
              "instance running socket-singleton 2.0.0 or older",
@@ -205,18 +158,18 @@ class TestCommandLineStatus(CommandLineTestCase):
     def test_foreign_program(self):
         for mode in ("close", "garbage"):
             with self.subTest(mode=mode):
-                server = ForeignServer(self, mode)
+                server = support.FakeServer(self, FOREIGN_PROGRAMS[mode])
                 result = cli("status", "--port", str(server.port))
                 self.assertOneLineError(result, 4)
                 self.assertTrue(result.err.startswith(
                     "socket-singleton: 127.0.0.1:%d: %s" % (server.port, FOREIGN[mode])), result)
                 # a clean close is retried once, as a launch does (a host may have just died);
                 # and the command line has no legacy_handoff to suggest
-                self.assertEqual(server.connections, 2 if mode == "close" else 1)
+                self.assertEqual(len(server.records), 2 if mode == "close" else 1)
                 self.assertNotIn("legacy_handoff", result.err)
 
     def test_no_answer(self):
-        server = ForeignServer(self, "silent")
+        server = support.FakeServer(self, FOREIGN_PROGRAMS["silent"])
         result = cli("status", "--port", str(server.port), "--timeout", "0.5")
         self.assertOneLineError(result, 5)
         self.assertIn("in time", result.err)
@@ -285,16 +238,16 @@ class TestCommandLineSend(CommandLineTestCase):
     def test_foreign_program(self):
         for mode in ("close", "garbage"):
             with self.subTest(mode=mode):
-                server = ForeignServer(self, mode)
+                server = support.FakeServer(self, FOREIGN_PROGRAMS[mode])
                 result = cli("send", "--port", str(server.port), "--", "notes.txt")
                 self.assertOneLineError(result, 4)
                 self.assertTrue(result.err.startswith(
                     "socket-singleton: 127.0.0.1:%d: %s" % (server.port, FOREIGN[mode])), result)
-                self.assertLessEqual(server.connections, 2)
+                self.assertLessEqual(len(server.records), 2)
                 self.assertNotIn("legacy_handoff", result.err)
 
     def test_no_answer(self):
-        server = ForeignServer(self, "silent")
+        server = support.FakeServer(self, FOREIGN_PROGRAMS["silent"])
         result = cli("send", "--port", str(server.port), "--timeout", "0.5", "--", "notes.txt")
         self.assertOneLineError(result, 5)
 

@@ -23,8 +23,8 @@ from Socket_Singleton import (
 )
 
 from . import support
-from .test_api import LogWatcher
-from .test_handoff import FakeServer, hand_off_here, in_process_host, turned_away
+from .support import FakeServer, LogWatcher, hand_off
+from .test_handoff import in_process_host, turned_away
 
 ARG = "compat-\u00e9t\u00e9-%d" % os.getpid()
 
@@ -62,7 +62,7 @@ class TestRunning200Instance(unittest.TestCase):
     def test_the_launch_ends_at_once_with_its_own_reason(self):
         server, handed = legacy_host(self)
         # handoff_timeout is long: an answer before it shows the launch did not wait it out.
-        err = hand_off_here(server.port, [ARG], handoff_timeout=support.WAIT)
+        err = hand_off(server.port, [ARG], handoff_timeout=support.WAIT)
         self.assertEqual((err.reason, err.delivered), ("legacy", False))
         self.assertIn("most likely an instance running socket-singleton 2.0.0 or older",
                       err.detail)
@@ -102,7 +102,7 @@ class TestRunning200Instance(unittest.TestCase):
                 endings.append("reset")
 
         server = FakeServer(self, waits_for_more)
-        err = hand_off_here(server.port, [ARG], handoff_timeout=0.5)
+        err = hand_off(server.port, [ARG], handoff_timeout=0.5)
         self.assertEqual(err.reason, "no-answer")
         server.close()
         self.assertEqual(endings, ["reset"])
@@ -110,7 +110,7 @@ class TestRunning200Instance(unittest.TestCase):
 
     def test_legacy_handoff_hands_the_arguments_over_in_the_200_form(self):
         server, handed = legacy_host(self)
-        err = hand_off_here(server.port, [ARG, "two words"], legacy_handoff=True)
+        err = hand_off(server.port, [ARG, "two words"], legacy_handoff=True)
         self.assertEqual((err.reason, err.delivered), ("sent-legacy", False))
         code, stderr = strict_launch(["strict"], server.port, legacy_handoff=True)
         self.assertEqual((code, stderr), (0, ""))
@@ -120,7 +120,7 @@ class TestRunning200Instance(unittest.TestCase):
 
     def test_legacy_handoff_sends_nothing_a_200_host_would_cut(self):
         server, handed = legacy_host(self)
-        err = hand_off_here(server.port, ["x" * 1100], legacy_handoff=True)
+        err = hand_off(server.port, ["x" * 1100], legacy_handoff=True)
         self.assertEqual(err.reason, "legacy")
         self.assertIn("more than the 1024 an instance running 2.0.0 reads", err.detail)
         server.close()
@@ -129,7 +129,7 @@ class TestRunning200Instance(unittest.TestCase):
     def test_legacy_handoff_reaches_our_own_host_normally(self):
         collector = support.Collector()
         host = in_process_host(self, collector)
-        err = hand_off_here(host.port, [ARG], legacy_handoff=True)
+        err = hand_off(host.port, [ARG], legacy_handoff=True)
         self.assertEqual(err.reason, "delivered")
         self.assertEqual(collector.received, [(ARG,)])
 
@@ -144,7 +144,7 @@ class TestRunning200Instance(unittest.TestCase):
             conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
 
         server = FakeServer(self, handler)
-        err = hand_off_here(server.port, [ARG])
+        err = hand_off(server.port, [ARG])
         self.assertEqual(err.reason, "foreign")
         self.assertEqual(err.detail, "the program on the port is not a Socket_Singleton host "
                                      "(it answers like an HTTP server)")
@@ -158,7 +158,7 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
         with mock.patch.object(_host, "DELIVERY_WAIT", 10 * support.WAIT), \
                 mock.patch.object(_singleton, "TRACE_GRACE", 0):
             host = in_process_host(self)
-            err = hand_off_here(host.port, [ARG], handoff_timeout=support.WAIT)
+            err = hand_off(host.port, [ARG], handoff_timeout=support.WAIT)
         self.assertEqual(err.reason, "queued")
         self.assertEqual(host.arguments, ((ARG,),))
 
@@ -172,7 +172,7 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
             tracer = threading.Timer(support.SHORT, host.trace, (collector,))
             tracer.start()
             self.addCleanup(tracer.cancel)
-            err = hand_off_here(host.port, [ARG])
+            err = hand_off(host.port, [ARG])
         self.assertEqual(err.reason, "delivered")
         self.assertEqual(collector.received, [(ARG,)])
 
@@ -181,7 +181,7 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
             host = in_process_host(self)
         reasons = []
         for n in range(5000):
-            reasons.append(hand_off_here(host.port, ["launch-%d" % n]).reason)
+            reasons.append(hand_off(host.port, ["launch-%d" % n]).reason)
         kept = _dispatch.MAX_PENDING
         self.assertEqual(reasons, ["queued"] * kept + ["ignored"] * (5000 - kept))
         self.assertEqual(len(host.arguments), kept)
@@ -201,9 +201,9 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
 
         host = in_process_host(self, blocked)
         with mock.patch.object(_dispatch, "MAX_PENDING", 2):
-            reasons = [hand_off_here(host.port, ["taken"]).reason]
+            reasons = [hand_off(host.port, ["taken"]).reason]
             self.assertTrue(started.wait(support.WAIT))
-            reasons += [hand_off_here(host.port, ["n%d" % n]).reason for n in range(3)]
+            reasons += [hand_off(host.port, ["n%d" % n]).reason for n in range(3)]
         # the first is with the blocked observer, two wait in the queue, the fourth finds it full
         self.assertEqual(reasons, ["queued", "queued", "queued", "rejected"])
 
@@ -224,7 +224,7 @@ class TestEmptyLaunch(unittest.TestCase):
     def test_a_launch_without_arguments_is_reported_ignored(self):
         collector = support.Collector()
         host = in_process_host(self, collector)
-        err = hand_off_here(host.port, [])
+        err = hand_off(host.port, [])
         self.assertEqual((err.reason, err.delivered), ("ignored", False))
         self.assertEqual(err.detail, "there were no arguments to deliver")
         self.assertEqual((collector.received, host.clients), ([], 1))
@@ -234,7 +234,7 @@ class TestBusyPort(unittest.TestCase):
     """A fixed port the system is using, with nothing listening on it."""
 
     def assert_busy(self, port):
-        err = hand_off_here(port, [ARG], handoff_timeout=support.WAIT)
+        err = hand_off(port, [ARG], handoff_timeout=support.WAIT)
         self.assertEqual((err.reason, err.delivered), ("port-busy", False))
         self.assertIn("nothing listens on the port, yet it is in use", err.detail)
         code, stderr = strict_launch([ARG], port, handoff_timeout=support.WAIT)
@@ -331,7 +331,7 @@ class TestMessages(unittest.TestCase):
         log = LogWatcher(self)
         host = in_process_host(self, support.Collector(), secret="right", verbose=True)
         with redirect_stderr(io.StringIO()) as stderr:
-            err = hand_off_here(host.port, [ARG], secret="wrong")
+            err = hand_off(host.port, [ARG], secret="wrong")
             log.wait_for("the client gave up its launch")
             host.release()
         self.assertEqual(err.reason, "secret-mismatch")
@@ -386,7 +386,7 @@ class TestExactlyOnce(support.ThreadLeakCheck):
             return kind, payload
 
         with mock.patch.object(_client, "_read_frame", lose_the_first_ack):
-            err = hand_off_here(host.port, [ARG])
+            err = hand_off(host.port, [ARG])
         self.assertEqual(lost, [_wire.DELIVERED])
         self.assertEqual(err.reason, "delivered")
         self.assertEqual((collector.received, host.clients), ([(ARG,)], 1))
@@ -413,7 +413,7 @@ class TestRealCauses(unittest.TestCase):
             return real_socket(*args, **kwargs)
 
         with mock.patch.object(socket, "socket", no_buffers):
-            err = hand_off_here(host.port, [ARG])
+            err = hand_off(host.port, [ARG])
         self.assertEqual(err.reason, "local-error")
         self.assertIn("this process could not use a socket", err.detail)
 
@@ -429,7 +429,7 @@ class TestRealCauses(unittest.TestCase):
             return real_read(sock, deadline)
 
         with mock.patch.object(_client, "_read_frame", every_ack_lost):
-            err = hand_off_here(host.port, [ARG], handoff_timeout=0.5)
+            err = hand_off(host.port, [ARG], handoff_timeout=0.5)
         self.assertEqual(err.reason, "no-answer")
         self.assertIn("it may have been delivered", err.detail)
         self.assertNotIn("not delivered", str(err))

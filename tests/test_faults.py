@@ -17,7 +17,8 @@ import unittest
 from Socket_Singleton import Socket_Singleton, _net
 
 from . import support
-from .test_api import HostTestCase, assert_port_free, hand_off
+from .support import assert_port_free, hand_off
+from .test_api import HostTestCase
 
 POSIX = os.name == "posix"
 HANDOFF = 2.0  # handoff_timeout of the launches below

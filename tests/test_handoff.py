@@ -10,17 +10,16 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import unittest
 from unittest import mock
 
-from Socket_Singleton import Launch, MultipleSingletonsError, Socket_Singleton, _host, _wire
+from Socket_Singleton import Launch, Socket_Singleton, _host, _wire
 
 from . import support
-from .test_api import LogWatcher
+from .support import FakeServer, LogWatcher, hand_off, read_to_end, recv_exactly
 
 POSIX = os.name == "posix"
 # Distinctive values, so that a search through captured bytes cannot miss them or match by luck.
@@ -75,17 +74,6 @@ def in_process_host(test, observer=None, **kwargs):
     return host
 
 
-def hand_off_here(port, args, **kwargs):
-    """Launch in this process with ``sys.argv[1:] == args``; returns the MultipleSingletonsError."""
-    with mock.patch.object(sys, "argv", ["app", *args]):
-        try:
-            app = Socket_Singleton(port=port, strict=False, **kwargs)
-        except MultipleSingletonsError as err:
-            return err
-    app.release()
-    raise AssertionError("the launch became the host of port %d" % port)
-
-
 def raw_exchange(port, data, shutdown=True):
     """Be a raw peer: send *data*, shut down our side (unless told not to), then read until
     the host closes. Returns ``(bytes the host wrote, how it ended)``; the end is "eof" or
@@ -113,89 +101,6 @@ def raw_exchange(port, data, shutdown=True):
             return bytes(received), "reset"
 
 
-def recv_exactly(conn, size, record):
-    data = bytearray()
-    while len(data) < size:
-        chunk = conn.recv(size - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    record += data
-    return bytes(data)
-
-
-def read_to_end(conn, record):
-    while True:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        record += chunk
-
-
-class FakeServer:
-    """A TCP server on 127.0.0.1 that is not a Socket_Singleton host: each connection is
-    handed to ``handler(conn, record)`` on a thread of its own, and everything peers send is
-    appended to that connection's ``record``. Closed when the test ends."""
-
-    def __init__(self, test, handler):
-        self._handler = handler
-        self._stopping = False
-        self._waker = None
-        self.records = []
-        self._threads = []
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self.port = self._sock.getsockname()[1]
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
-        test.addCleanup(self.close)
-
-    def _accept(self):
-        while True:
-            conn, peer = self._sock.accept()
-            if self._stopping and peer == self._waker:
-                conn.close()
-                return
-            record = bytearray()
-            self.records.append(record)
-            thread = threading.Thread(target=self._serve, args=(conn, record), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, conn, record):
-        with conn:
-            conn.settimeout(support.WAIT)
-            try:
-                self._handler(conn, record)
-            except (OSError, EOFError):
-                pass
-
-    def close(self):
-        if self._stopping:
-            return
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as waker:
-            waker.bind(("127.0.0.1", 0))
-            self._waker = waker.getsockname()
-            self._stopping = True
-            waker.settimeout(support.WAIT)
-            waker.connect(("127.0.0.1", self.port))  # served after every earlier peer
-        self._acceptor.join(support.WAIT)
-        self._sock.close()
-        for thread in self._threads:
-            thread.join(support.WAIT)
-
-    def assert_nothing_of_the_users(self, test, args=(), secret=None):
-        """No connection ever carried one of *args* or the *secret*."""
-        test.assertTrue(self.records, "the client never connected")
-        needles = [os.fsencode(arg) for arg in args]
-        if secret is not None:
-            needles.append(secret.encode("utf-8"))
-        for record in self.records:
-            for needle in needles:
-                test.assertFalse(needle in record, "the server received %r" % needle)
-
-
 # -- acknowledged hand-off ----------------------------------------------------------------------
 
 class TestAcknowledgedHandoff(support.ThreadLeakCheck):
@@ -221,7 +126,7 @@ class TestAcknowledgedHandoff(support.ThreadLeakCheck):
             self.assertEqual((code, events, err), (0, [], ""))
             # No waiting here: the process has exited, so the observer must already have run.
             self.assertEqual(seen[-1:], [tuple(args)])
-        err = hand_off_here(host.port, ["in-process"])
+        err = hand_off(host.port, ["in-process"])
         self.assertEqual((err.reason, err.delivered, err.host_pid),
                          ("delivered", True, os.getpid()))
         self.assertEqual(seen[-1], ("in-process",))
@@ -600,7 +505,7 @@ class TestVerifiedHosts(unittest.TestCase):
         self.assertLessEqual(len(server.records), 2 * 3)  # at most 2 connections per launch
         # One launch alone: it tried once more, and gave up long before its handoff_timeout.
         server = FakeServer(self, handler)
-        error = hand_off_here(server.port, [ARG], handoff_timeout=support.WAIT)
+        error = hand_off(server.port, [ARG], handoff_timeout=support.WAIT)
         self.assertEqual((error.reason, error.delivered), ("legacy", False))
         server.close()
         self.assertEqual(len(server.records), 2)
@@ -1189,7 +1094,7 @@ class TestParserFuzz(support.ThreadLeakCheck):
         self.assertGreater(sum(1 for args in expected if args[0].startswith("fuzz-")), 30)
         collector.wait(sum(expected.values()))
         # Still serving: a normal launch is delivered, after everything above.
-        err = hand_off_here(host.port, ["sentinel"])
+        err = hand_off(host.port, ["sentinel"])
         self.assertEqual(err.reason, "delivered")
         received = collections.Counter(tuple(args) for args in collector.received)
         expected[("sentinel",)] += 1

@@ -17,11 +17,8 @@ from unittest import mock
 from Socket_Singleton import Launch, Socket_Singleton, _dispatch, _host, _wire
 
 from . import support
-from .test_api import HostTestCase, LogWatcher, assert_port_free, hand_off, read_frame
-
-
-def config(port, **kwargs):
-    return {"kwargs": dict(kwargs, port=port)}
+from .support import LogWatcher, assert_port_free, config, hand_off, read_frame
+from .test_api import HostTestCase
 
 
 def reset(sock):

@@ -13,14 +13,10 @@ import unittest
 from Socket_Singleton import MultipleSingletonsError, Socket_Singleton
 
 from . import support
-from .test_api import assert_port_free, hand_off
+from .support import assert_port_free, config, hand_off
 
 MESSAGE_2_0_0 = ("\nApplication is already bound & listening @ 127.0.0.1 on port %d. Multiple "
                  "instances are disallowed in the current context.")
-
-
-def config(port, **kwargs):
-    return {"kwargs": dict(kwargs, port=port)}
 
 
 def strings(event):

@@ -22,7 +22,7 @@ import unittest
 from Socket_Singleton import Socket_Singleton
 
 from . import support
-from .test_cli import ForeignServer
+from .test_cli import FOREIGN_PROGRAMS
 
 README = os.path.join(support.ROOT, "README.md")
 README_PORT = "50123"  # the port of the README's examples; tests use free ones
@@ -456,7 +456,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
     def test_open_with_wrapper_fails_when_a_foreign_program_holds_the_port(self):
         block = self.block("open-with wrapper (bash)")
         shims, here = self.shims(), self.folder()
-        foreign = ForeignServer(self, "garbage")
+        foreign = support.FakeServer(self, FOREIGN_PROGRAMS["garbage"])
         self.write(here, "app.py", with_port(self.block("quick start app"), foreign.port,
                                              "port=50123"))
         self.write(here, "open-with.sh", with_port(block, foreign.port, "--port 50123"))

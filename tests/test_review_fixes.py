@@ -20,9 +20,10 @@ from unittest import mock
 from Socket_Singleton import Socket_Singleton, _dispatch, _host, _wire
 
 from . import support
-from .test_api import HostTestCase, LogWatcher, assert_port_free, hand_off, read_frame
+from .support import FakeServer, LogWatcher, assert_port_free, hand_off, read_frame, read_to_end
+from .test_api import HostTestCase
 from .test_cli import cli
-from .test_handoff import FakeServer, read_hello, read_to_end
+from .test_handoff import read_hello
 from .test_hardening import connect, wait_closed
 
 POSIX = os.name == "posix"
@@ -221,7 +222,7 @@ class TestReviewFixesSelect(HostTestCase):
         # descriptor numbers limit (1024) on POSIX.
         holder = subprocess.Popen([sys.executable, "-c", _HOLD_CONNECTIONS, str(app.port), "530"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.addCleanup(self._end, holder)
+        self.addCleanup(support.end_by_stdin, holder)
         self.assertEqual(support.text(holder.stdout.readline()), "connected\n")
         listener = library_thread(app.port, "listener")
         with selector.changed:
@@ -231,22 +232,11 @@ class TestReviewFixesSelect(HostTestCase):
         self.assertLessEqual(selector.largest, 512)
         self.assertTrue(listener.is_alive())
         self.assertTrue(app.listening)
-        self._end(holder)  # its peers close; those in the backlog are served next
+        support.end_by_stdin(holder)  # its peers close; those in the backlog are served next
         self.assertEqual(hand_off(app.port, ["after"]).reason, "delivered")
         self.assertEqual(collector.received, [("after",)])
         self.assertLessEqual(selector.largest, 512)
 
-    @staticmethod
-    def _end(proc):
-        if proc.poll() is None:
-            proc.stdin.close()
-            try:
-                proc.wait(support.WAIT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            stream.close()
 
 
 # -- 4, 11. release() ---------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from unittest import mock
 from Socket_Singleton import Socket_Singleton, _host, _net
 
 from . import support
-from .test_api import HostTestCase, assert_port_free, hand_off
+from .support import assert_port_free, hand_off
+from .test_api import HostTestCase
 
 WINDOWS = os.name == "nt"
 _WSAEACCES = 10013
@@ -146,7 +147,7 @@ class TestSelectCap(HostTestCase):
             collector = self.collector(app)
             holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(app.port)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-            self.addCleanup(self._end, holder)
+            self.addCleanup(support.end_by_stdin, holder)
             self.assertEqual(support.text(holder.stdout.readline()), "connected\n")
             listener = next(t for t in threading.enumerate()
                             if t.name == "Socket_Singleton-%d-listener" % app.port)
@@ -156,22 +157,11 @@ class TestSelectCap(HostTestCase):
                     support.WAIT))
             self.assertTrue(listener.is_alive())
             self.assertLessEqual(selector.largest, 512)
-            self._end(holder)  # its peers close; a launch is served next
+            support.end_by_stdin(holder)  # its peers close; a launch is served next
             self.assertEqual(hand_off(app.port, ["after"]).reason, "delivered")
             self.assertEqual(collector.received, [("after",)])
             self.assertLessEqual(selector.largest, 512)
 
-    @staticmethod
-    def _end(proc):
-        if proc.poll() is None:
-            proc.stdin.close()
-            try:
-                proc.wait(support.WAIT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            stream.close()
 
 
 class TestFocusHandOver(unittest.TestCase):
