@@ -149,7 +149,7 @@ class TestReviewFixesPeerFailures(HostTestCase):
 
     def test_strict_decoder_refuses_a_plain_message_and_the_host_goes_on(self):
         # Windows decodes arguments strictly (PEP 529); bytes that are not UTF-8 raise there.
-        with mock.patch.object(_wire, "_FS_ERRORS", "strict", create=True):
+        with mock.patch.object(_wire, "_FS_ERRORS", "strict"):
             peer = send_plain(self.app.port, b"\xff\0")
             self.assertStillServes()
             record = self.watcher.wait_for(peer)
@@ -157,7 +157,7 @@ class TestReviewFixesPeerFailures(HostTestCase):
 
     @unittest.skipUnless(POSIX, "undecodable bytes in a str need surrogateescape (POSIX)")
     def test_strict_decoder_rejects_a_framed_launch_and_the_host_goes_on(self):
-        with mock.patch.object(_wire, "_FS_ERRORS", "strict", create=True):
+        with mock.patch.object(_wire, "_FS_ERRORS", "strict"):
             with hello(self.app.port) as peer:
                 status, detail = launch_on(peer, [os.fsdecode(b"\xff")])
         self.assertEqual(status, _wire.REJECTED, detail)
@@ -320,7 +320,7 @@ class TestReviewFixesCaps(HostTestCase):
 
     def test_a_plain_message_with_too_many_arguments_is_refused(self):
         watcher = LogWatcher(self)
-        with mock.patch.object(_wire, "MAX_ARGS", 8, create=True):
+        with mock.patch.object(_wire, "MAX_ARGS", 8):
             app = self.host()
             collector = self.collector(app)
             peer = send_plain(app.port, b"x\0" + b"\0" * 20)
@@ -330,7 +330,7 @@ class TestReviewFixesCaps(HostTestCase):
         self.assertEqual(app.clients, 1)
 
     def test_a_framed_launch_with_too_many_arguments_is_rejected(self):
-        with mock.patch.object(_wire, "MAX_ARGS", 8, create=True):
+        with mock.patch.object(_wire, "MAX_ARGS", 8):
             app = self.host()
             collector = self.collector(app)
             error = hand_off(app.port, ["many"] * 10)
@@ -349,7 +349,7 @@ class TestReviewFixesCaps(HostTestCase):
             unblock.wait(support.WAIT)
 
         with mock.patch.object(_host, "DELIVERY_WAIT", 0.05), \
-                mock.patch.object(_dispatch, "MAX_PENDING_BYTES", 250, create=True):
+                mock.patch.object(_dispatch, "MAX_PENDING_BYTES", 250):
             # No observer registered: the launch that does not fit is ignored (exit 0).
             app = self.host()
             for args in (["a" * 40], ["b" * 40]):  # about 104 bytes each: two fit, not three
@@ -383,7 +383,7 @@ class TestReviewFixesCaps(HostTestCase):
 
     def test_unfinished_messages_are_capped_all_peers_together(self):
         watcher = LogWatcher(self)
-        with mock.patch.object(_host, "MAX_BUFFERED", 8192, create=True):
+        with mock.patch.object(_host, "MAX_BUFFERED", 8192):
             app = self.host()
             collector = self.collector(app)
             with connect(app.port) as held, connect(app.port) as excess:
