@@ -150,7 +150,7 @@ class AppProcess:
     def stderr(self):
         if self.proc.poll() is None:
             return ""
-        return self.proc.stderr.read().decode(errors="replace")
+        return text(self.proc.stderr.read())
 
     def stop(self):
         """End the process by its own handle, whatever state it is in."""

@@ -61,7 +61,7 @@ def run_concurrently(launches):
     for proc in procs:
         out, err = support.communicate(proc)
         events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
-        results.append((proc.returncode, events, err.decode(errors="replace")))
+        results.append((proc.returncode, events, support.text(err)))
     return results
 
 
@@ -245,7 +245,7 @@ class _Fleet:
             proc.wait(support.WAIT)
         except subprocess.TimeoutExpired:
             return "(still running)"
-        return proc.stderr.read().decode(errors="replace")
+        return support.text(proc.stderr.read())
 
     def stop(self, index):
         """End launch *index* (closing its stdin releases a host) and collect its output."""
