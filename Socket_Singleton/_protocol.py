@@ -638,8 +638,11 @@ class Handoff:
         if isinstance(result, Outcome):
             if self._sent and result.reason in (Reason.NO_ANSWER, Reason.LOCAL_ERROR):
                 return self._done(_unconfirmed(result.detail))
-            if self._last == _RESET and result.reason == Reason.NO_ANSWER:
-                return self._done(_foreign_resetter())  # the deadline cut its resets short
+            if (self._last == _RESET and result.reason == Reason.NO_ANSWER
+                    and self._phase in (_CONNECTING, _GREETING)):
+                # the deadline cut its resets short (a program that answered a banner, or
+                # took our launch, is a host that was slow, not one that resets)
+                return self._done(_foreign_resetter())
             return self._done(result)
         self._last = result
         if result == _REFUSED:
