@@ -195,34 +195,34 @@ class Socket_Singleton:
         final = bool(self.release_threshold) and self._clients >= self.release_threshold
         item = None
         if self.max_clients and self._clients > self.max_clients:
-            status, detail = Reason.IGNORED, "max_clients reached"
+            reason, detail = Reason.IGNORED, "max_clients reached"
         elif not args and not self.deliver_empty:
-            status, detail = Reason.IGNORED, "there were no arguments to deliver"
+            reason, detail = Reason.IGNORED, "there were no arguments to deliver"
         else:
             item = self._dispatcher.submit(args, cwd or None, pid, final, on_done)
             observed = self._dispatcher.observer_count() > 0
             if item is None and not observed:
                 # 2.0.0's scripts that never trace(): the launch is done with, as it was there
                 waiting = len(self._dispatcher.pending())
-                status, detail = Reason.IGNORED, "no observer is registered and the queue that " \
+                reason, detail = Reason.IGNORED, "no observer is registered and the queue that " \
                     "keeps launches for one is full (%d launches)" % waiting
                 from . import _log
 
                 _log.warning(self.verbose, "no observer is registered and %d launches wait for "
                              "one; launch ignored", waiting)
             elif item is None:
-                status, detail = Reason.REJECTED, "the running instance's queue is full"
+                reason, detail = Reason.REJECTED, "the running instance's queue is full"
                 from . import _log
 
                 _log.warning(self.verbose, "queue full (%d launches); launch refused",
                              len(self._dispatcher.pending()))
             else:
-                status, detail = Reason.QUEUED, ""
+                reason, detail = Reason.QUEUED, ""
                 if not observed and time.monotonic() - self._started >= TRACE_GRACE:
                     item = None  # no observer to wait for: answer "queued" at once
         if final and item is None:
             self.release()  # nothing left to deliver first
-        return status, detail, item, final
+        return reason, detail, item, final
 
     # -- public API -------------------------------------------------------------------------
 
