@@ -13,8 +13,8 @@ MAX_PENDING_BYTES = 64 * 1024 * 1024  # and the memory their arguments take, all
 _STR_OVERHEAD = 64  # bytes a str costs besides its characters (about, and rounded up)
 STOP_WAIT = 0.5  # seconds stop() waits for an observer that is running to return
 
-# States of a queued launch.
-QUEUED, TAKEN, DONE = "queued", "taken", "done"
+# States of a queued launch (not outcomes: those are _errors.Reason).
+WAITING, TAKEN, DONE = "waiting", "taken", "done"
 
 
 class Launch(tuple):  # type: ignore[type-arg]
@@ -46,7 +46,7 @@ class Pending:
     def __init__(self, launch: Launch, final: bool, seq: int = 0) -> None:
         self.launch = launch
         self.size = sum(map(len, launch)) + _STR_OVERHEAD * len(launch)
-        self.state = QUEUED
+        self.state = WAITING
         self.final = final
         self.seq = seq  # arrival number: an observer gets the launches from its trace() on
         self.on_done: Optional[Callable[[Pending], None]] = None
@@ -139,7 +139,7 @@ class Dispatcher:
     def withdraw(self, item: Pending) -> bool:
         """Take *item* back if no observer has seen it yet."""
         with self._cond:
-            if item.state != QUEUED:
+            if item.state != WAITING:
                 return False
             self._queue.remove(item)
             self._pending_bytes -= item.size
@@ -213,7 +213,7 @@ class Dispatcher:
             except BaseException:
                 if not called:  # a bug before any observer saw it: the launch is not delivered
                     with self._cond:
-                        item.state = QUEUED
+                        item.state = WAITING
                         self._pending_bytes += item.size
                         self._queue.appendleft(item)
                     raise

@@ -1,19 +1,47 @@
-"""The exception a turned-away launch raises with ``strict=False``."""
+"""The outcomes of a launch, and the exception a turned-away launch raises with ``strict=False``."""
 
-# Values of MultipleSingletonsError.reason.
-DELIVERED = "delivered"  # the host called its observers with our arguments
-QUEUED = "queued"  # the host holds our arguments and will deliver them
-IGNORED = "ignored"  # the host counted the launch but did not keep it (max_clients, no arguments)
-NOT_SENT = "not-sent"  # client=False: nothing was sent
-SENT_LEGACY = "sent-legacy"  # legacy_handoff=True: sent in the 2.0.0 form, unacknowledged
-FOREIGN = "foreign"  # the port is held by a program that is not a Socket_Singleton host
-LEGACY = "legacy"  # the holder closes without answering: most likely a 2.0.0 instance
-PORT_BUSY = "port-busy"  # the port is in use but nothing listens on it
-NO_ANSWER = "no-answer"  # a host did not answer within handoff_timeout
-SECRET_MISMATCH = "secret-mismatch"  # client and host do not share the secret
-REJECTED = "rejected"  # the host refused the launch (too large, queue full, ...)
-LOCAL_ERROR = "local-error"  # this process could not make or use a socket (out of resources)
-NOT_RUNNING = "not-running"  # nothing listens on the port (only when not taking it: the CLI)
+
+class Reason:
+    """Every outcome of a launch, by name: the one vocabulary of the host's answers, the
+    client's outcomes and ``MultipleSingletonsError.reason``.
+
+    Plain ``str`` values, not an ``enum.Enum``: a 15-member ``Enum`` costs a launch about half a
+    millisecond to create, and on Python 3.11+ ``"%s" % member`` prints ``Reason.DELIVERED``
+    instead of ``delivered``, which would change messages. The wire status of each is in
+    ``_wire.STATUS`` (one place).
+    """
+
+    DELIVERED = "delivered"  # the host called its observers with our arguments
+    QUEUED = "queued"  # the host holds our arguments and will deliver them
+    IGNORED = "ignored"  # the host counted the launch but did not keep it (max_clients, no args)
+    RETRY = "retry"  # the host is going away: try again (take over or find the next host)
+    REJECTED = "rejected"  # the host refused the launch (too large, queue full, ...)
+    NOT_SENT = "not-sent"  # client=False: nothing was sent
+    SENT_LEGACY = "sent-legacy"  # legacy_handoff=True: sent in the 2.0.0 form, unacknowledged
+    FOREIGN = "foreign"  # the port is held by a program that is not a Socket_Singleton host
+    LEGACY = "legacy"  # the holder closes without answering: most likely a 2.0.0 instance
+    PORT_BUSY = "port-busy"  # the port is in use but nothing listens on it
+    NO_ANSWER = "no-answer"  # a host did not answer within handoff_timeout
+    SECRET_MISMATCH = "secret-mismatch"  # client and host do not share the secret
+    LOCAL_ERROR = "local-error"  # this process could not make or use a socket (out of resources)
+    NOT_RUNNING = "not-running"  # nothing listens on the port (only when not taking it: the CLI)
+    HOST = "host"  # probe(): a Socket_Singleton host answered
+
+
+# The names the rest of the package (and 2.0.0-era code) uses: the same values.
+DELIVERED = Reason.DELIVERED
+QUEUED = Reason.QUEUED
+IGNORED = Reason.IGNORED
+NOT_SENT = Reason.NOT_SENT
+SENT_LEGACY = Reason.SENT_LEGACY
+FOREIGN = Reason.FOREIGN
+LEGACY = Reason.LEGACY
+PORT_BUSY = Reason.PORT_BUSY
+NO_ANSWER = Reason.NO_ANSWER
+SECRET_MISMATCH = Reason.SECRET_MISMATCH
+REJECTED = Reason.REJECTED
+LOCAL_ERROR = Reason.LOCAL_ERROR
+NOT_RUNNING = Reason.NOT_RUNNING
 
 # The launch needs nothing more from the user: a strict launch exits with status 0.
 SUCCESS = (DELIVERED, QUEUED, IGNORED, NOT_SENT, SENT_LEGACY)

@@ -11,11 +11,12 @@ import sys
 import threading
 import time
 import weakref
-from collections import OrderedDict, deque
-from typing import Callable, Deque, Dict, Optional, Set, Tuple
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
 
-from . import _log, _net, _wire
+from . import _log, _net, _protocol
 from ._dispatch import DONE, Pending
+from ._errors import Reason
 
 PEER_DEADLINE = 5.0  # seconds a peer has to deliver its whole message or handshake
 DELIVERY_WAIT = 0.5  # seconds an acknowledgement waits for the observers before saying "queued"
@@ -32,14 +33,11 @@ _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, zero seconds: close() sends RST
 
-# What the host decided about one launch: an acknowledgement status and its detail, the
-# queued item to wait for (if any), and whether this launch reached release_threshold.
-Decision = Tuple[bytes, str, Optional[Pending], bool]
+# What the host decided about one launch: a Reason and its detail, the queued item to wait
+# for (if any), and whether this launch reached release_threshold.
+Decision = Tuple[str, str, Optional[Pending], bool]
 OnLaunch = Callable[[Tuple[str, ...], Optional[str], Optional[int],
                      Optional[Callable[[Pending], None]]], Decision]
-
-# Connection states.
-_SNIFF, _PLAIN, _HELLO, _LAUNCH, _WAITING, _CLOSING = range(6)
 
 _LIVE: weakref.WeakSet[Listener] = weakref.WeakSet()
 
@@ -97,7 +95,8 @@ class Timeout(threading.Thread):
 
 
 class Listener:
-    """Owns the listening socket, the accepted connections and the I/O thread.
+    """Owns the listening socket, the accepted connections and the I/O thread; the protocol
+    is ``_protocol.HostProtocol``'s, this class only does the I/O and the clock.
 
     ``on_launch`` runs on the I/O thread for each complete, verified launch. ``stop()`` may
     be called from any thread; when it returns on another thread than the I/O thread, the
@@ -110,15 +109,13 @@ class Listener:
         self._sock = sock
         self._on_failure = on_failure  # called on the I/O thread should it fail (a bug)
         self._verbose = verbose
-        self._secret = secret
-        # What a plain message may carry beyond MAX_MESSAGE_SIZE: the secret field and its NUL.
-        self._secret_field = 0 if secret is None else len(_wire.secret_bytes(secret)) + 1
+        self._protocol = _protocol.HostProtocol(secret, os.getpid(), _protocol.Limits(
+            MAX_MESSAGE_SIZE, MAX_BUFFERED, PEER_DEADLINE, DELIVERY_WAIT, RECENT_LAUNCHES))
         self._on_launch = on_launch
         self._withdraw = withdraw
         self._conns: Set[_Connection] = set()
-        self._waiting: Dict[Pending, _Connection] = {}
-        # launch id -> what the host answered (status, detail, queued item), newest last
-        self._recent: OrderedDict[bytes, Decision] = OrderedDict()
+        # a framed launch waiting in the queue -> its id, and the connection whose answer waits
+        self._waiting: Dict[Pending, Tuple[bytes, _Connection]] = {}
         self._completed: Deque[Pending] = deque()
         self._stop_requested = False
         self._draining = False  # release_threshold reached: serve what is open, accept nothing
@@ -128,7 +125,6 @@ class Listener:
         self._max_connections = MAX_CONNECTIONS
         if isinstance(self._selector, selectors.SelectSelector):
             self._max_connections = min(MAX_CONNECTIONS, _SELECT_LIMIT)
-        self._buffered = 0  # bytes held in unfinished messages
         self._accept_again_at: Optional[float] = None  # set while out of file descriptors
         try:
             self._wake_r, self._wake_w = map(_net.wrap, socket.socketpair())
@@ -162,6 +158,7 @@ class Listener:
 
     def complete(self, item: Pending) -> None:
         """Called by the dispatcher once *item*'s observers have run."""
+        # A deque appended here and popped by the I/O thread: both are atomic under the GIL.
         self._completed.append(item)
         self._wake()
 
@@ -181,6 +178,7 @@ class Listener:
     def request_stop(self) -> None:
         """Like stop(), but returns at once (the I/O thread frees the port soon after)."""
         self._stop_requested = True
+        self._protocol.release()
         if threading.current_thread() is self._thread:
             self._close_listening()  # the loop finishes the rest before it selects again
         else:
@@ -198,9 +196,7 @@ class Listener:
         try:
             while not self._stop_requested and not (
                     self._draining and not self._conns and not self.listening):
-                for key, mask in self._selector.select(self._next_timeout()):
-                    key.data(mask)
-                self._handle_completed()
+                self._select(self._next_timeout())
                 now = time.monotonic()
                 self._expire(now)
                 if self._accept_again_at is not None and now >= self._accept_again_at:
@@ -219,6 +215,15 @@ class Listener:
                 pass
         finally:
             self._shutdown()
+
+    def _select(self, timeout: Optional[float]) -> None:
+        """The one place that calls the handlers: wait, then serve what is ready."""
+        for key, mask in self._selector.select(timeout):
+            if isinstance(key.data, _Connection):
+                self._serve(key.data, mask)
+            else:
+                key.data(mask)
+        self._handle_completed()
 
     def _next_timeout(self) -> Optional[float]:
         deadlines = [conn.deadline for conn in self._conns]
@@ -253,14 +258,15 @@ class Listener:
                 return
             try:
                 sock.setblocking(False)
-                conn = _Connection(self, sock, peer)
-                self._selector.register(sock, selectors.EVENT_READ, conn.on_event)
+                conn = _Connection(sock, peer, self._protocol.connection())
+                self._selector.register(sock, selectors.EVENT_READ, conn)
             except Exception as err:  # noqa: BLE001 - e.g. ENOMEM from epoll: this peer only
                 _log.warning(self._verbose, "could not serve a peer (%r); dropped", err)
                 _net.close_quietly(sock)
                 self._back_off()
                 return
             self._conns.add(conn)
+            self._apply(conn, conn.machine.opened())
         self._pause_accepting()
 
     def _back_off(self) -> None:
@@ -296,15 +302,94 @@ class Listener:
                 self._unregister(self._sock)
             _net.close_quietly(self._sock)
 
-    def forget(self, conn: _Connection) -> None:
+    # -- one peer ---------------------------------------------------------------------------
+
+    def _serve(self, conn: _Connection, mask: int) -> None:
+        try:
+            if mask & selectors.EVENT_WRITE:
+                self._flush(conn)
+                return
+            try:
+                data = conn.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                self._apply(conn, conn.machine.failed("connection failed (%s); dropped", err))
+                return
+            if data:
+                self._apply(conn, conn.machine.receive(data))
+            else:
+                conn.peer_closed = True
+                self._apply(conn, conn.machine.closed())
+        except Exception:  # noqa: BLE001 - whatever one peer causes, only that peer is dropped
+            _log.warning(self._verbose, "peer %s: failed; dropped", conn.peer, exc_info=True)
+            self._forget(conn)
+
+    def _apply(self, conn: _Connection, effects: List[_protocol.Effect]) -> None:
+        """Do what the connection's machine asked."""
+        for effect in effects:
+            if conn not in self._conns:
+                return  # dropped meanwhile (a failed write): the rest is moot
+            kind = effect[0]
+            if kind == _protocol.SEND:
+                conn.out += effect[1]  # type: ignore[operator]
+                self._flush(conn)
+            elif kind == _protocol.TIMER:
+                conn.deadline = time.monotonic() + effect[1]  # type: ignore[operator]
+            elif kind == _protocol.WARN:
+                _log.warning(self._verbose, "peer %s: " + effect[1],  # type: ignore[operator]
+                             conn.peer, *effect[2])  # type: ignore[misc]
+            elif kind == _protocol.DEBUG:
+                _log.debug(self._verbose, "peer %s: " + effect[1],  # type: ignore[operator]
+                           conn.peer, *effect[2])  # type: ignore[misc]
+            elif kind == _protocol.LAUNCH:
+                self._apply(conn, self._launch(conn, effect[1]))  # type: ignore[arg-type]
+            elif kind == _protocol.CLOSE:
+                self._forget(conn)
+
+    def _launch(self, conn: _Connection, launch: _protocol.Launch) -> List[_protocol.Effect]:
+        """Hand a complete launch to the host's policy; the machine answers it."""
+        on_done = self.complete if launch.framed else None
+        reason, detail, item, final = self._on_launch(launch.args, launch.cwd, launch.pid,
+                                                      on_done)
+        if final:
+            # release_threshold: accept nothing more (new peers wait in the backlog, and are
+            # refused when the port goes), deliver this launch, then the host releases. Should
+            # the observers be slow or absent, the port goes after DELIVERY_WAIT all the same.
+            self._protocol.release()
+            self._draining = True
+            self._pause_accepting()
+            self._close_at = time.monotonic() + self._protocol.limits.delivery_wait
+        wait = False
+        if item is not None and launch.framed:
+            if item.state == DONE:
+                reason, detail = Reason.DELIVERED, ""
+            else:
+                wait = True
+                conn.item = item
+                self._waiting[item] = (launch.launch_id, conn)
+        return conn.machine.decide(reason, detail, wait)
+
+    def _flush(self, conn: _Connection) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as err:
+            self._apply(conn, conn.machine.failed("could not answer (%s); dropped", err))
+            return
+        conn.out = conn.out[sent:]
+        if conn in self._conns:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
+            self._selector.modify(conn.sock, events, conn)
+
+    def _forget(self, conn: _Connection) -> None:
         """Close *conn*. Unless the peer closed first, reset it: a host that closes first
         leaves TIME_WAIT behind on its own port, and the port must be free after release()."""
         if conn not in self._conns:
             return
         self._conns.discard(conn)
-        self._buffered -= len(conn.buf)
-        if conn.item is not None:
-            self._waiting.pop(conn.item, None)
+        conn.machine.discard()
         self._unregister(conn.sock)
         if not conn.peer_closed:
             try:
@@ -314,69 +399,44 @@ class Listener:
         _net.close_quietly(conn.sock)
         self._resume_accepting()
 
-    def launch(self, conn: _Connection, args: Tuple[str, ...], cwd: Optional[str],
-               pid: Optional[int], launch_id: bytes = b"") -> Optional[Tuple[bytes, str]]:
-        """Hand a complete launch to the host; returns the acknowledgement to send now, or
-        ``None`` when the connection must wait for the observers. A launch whose id was seen
-        before (its client retried after losing the answer) is answered, not taken again."""
-        earlier = self._recent.get(launch_id) if launch_id else None
-        if earlier is not None:
-            status, detail, item, _ = earlier
-            if item is None:
-                return status, detail
-            return (_wire.DELIVERED if item.state == DONE else _wire.QUEUED), ""
-        if self._draining or self._stop_requested:
-            return _wire.RETRY, "the host is releasing the port"
-        on_done = self.complete if conn.framed else None
-        decision = self._on_launch(args, cwd, pid, on_done)
-        status, detail, item, final = decision
-        if launch_id:
-            self._recent[launch_id] = decision
-            if len(self._recent) > RECENT_LAUNCHES:
-                self._recent.popitem(last=False)
-        if final:
-            # release_threshold: accept nothing more (new peers wait in the backlog, and are
-            # refused when the port goes), deliver this launch, then the host releases. Should
-            # the observers be slow or absent, the port goes after DELIVERY_WAIT all the same.
-            self._draining = True
-            self._pause_accepting()
-            self._close_at = time.monotonic() + DELIVERY_WAIT
-        if item is None or not conn.framed:
-            return status, detail
-        if item.state == DONE:
-            return _wire.DELIVERED, ""
-        conn.item = item
-        self._waiting[item] = conn
-        return None
-
     def _handle_completed(self) -> None:
         while self._completed:
-            conn = self._waiting.get(self._completed.popleft())
-            if conn is not None:
-                conn.acknowledge(_wire.DELIVERED)
+            waiting = self._waiting.pop(self._completed.popleft(), None)
+            if waiting is not None:
+                launch_id, conn = waiting
+                self._protocol.delivered(launch_id)
+                if conn in self._conns:
+                    self._apply(conn, conn.machine.delivered())
 
     def _expire(self, now: float) -> None:
         for conn in [c for c in self._conns if c.deadline <= now]:
-            conn.expire()
+            self._apply(conn, conn.machine.timed_out())
 
     def _shutdown(self) -> None:
         self._close_listening()
         try:
             self._handle_completed()
             for conn in list(self._conns):
-                conn.abandon()
+                fate = None
+                if conn.machine.waiting and conn.item is not None:
+                    if self._withdraw(conn.item):
+                        fate = Reason.RETRY
+                    elif conn.item.state == DONE:
+                        fate = Reason.DELIVERED
+                    else:
+                        fate = Reason.QUEUED
+                self._apply(conn, conn.machine.abandon(fate))
             # Answered clients close first (so no TIME_WAIT is left on the port); wait briefly.
             grace_end = time.monotonic() + SHUTDOWN_GRACE
             while self._conns and time.monotonic() < grace_end:
-                for key, mask in self._selector.select(max(0.0, grace_end - time.monotonic())):
-                    key.data(mask)
+                self._select(max(0.0, grace_end - time.monotonic()))
         except Exception:  # noqa: BLE001 - whatever failed, every socket is closed below
             _log.warning(self._verbose, "shutdown failed; closing every connection",
                          exc_info=True)
         finally:
             for conn in list(self._conns):
                 try:
-                    self.forget(conn)
+                    self._forget(conn)
                 except Exception:  # noqa: BLE001 - the next one is closed all the same
                     _net.close_quietly(conn.sock)
             self._conns.clear()
@@ -395,245 +455,19 @@ class Listener:
             sock.close()
         self._selector.close()
 
-    def withdraw(self, item: Pending) -> bool:
-        return self._withdraw(item)
-
 
 class _Connection:
-    """One accepted peer, driven by the I/O thread through ``on_event``."""
+    """One accepted peer as the listener holds it: its socket, what is left to write, when
+    its machine times out next, and the machine itself."""
 
-    def __init__(self, listener: Listener, sock: socket.socket, peer: object) -> None:
-        self.listener = listener
+    __slots__ = ("deadline", "item", "machine", "out", "peer", "peer_closed", "sock")
+
+    def __init__(self, sock: socket.socket, peer: object,
+                 machine: _protocol.HostConnection) -> None:
         self.sock = sock
         self.peer = "%s:%s" % tuple(peer[:2]) if isinstance(peer, tuple) else str(peer)
-        self.state = _SNIFF
-        self.buf = bytearray()
+        self.machine = machine
         self.out = b""
-        self.deadline = time.monotonic() + PEER_DEADLINE
-        self.item: Optional[Pending] = None
-        self.client_nonce = b""
-        self.host_nonce = b""
+        self.deadline = time.monotonic()  # set by the machine's first TIMER
+        self.item: Optional[Pending] = None  # the queued launch whose answer waits
         self.peer_closed = False
-
-    @property
-    def framed(self) -> bool:
-        return self.state in (_HELLO, _LAUNCH, _WAITING)
-
-    @property
-    def alive(self) -> bool:
-        return self in self.listener._conns
-
-    def _warn(self, msg: str, *args: object) -> None:
-        _log.warning(self.listener._verbose, "peer %s: " + msg, self.peer, *args)
-
-    # -- events ----------------------------------------------------------------------------
-
-    def on_event(self, mask: int) -> None:
-        try:
-            self._on_event(mask)
-        except Exception:  # noqa: BLE001 - whatever one peer causes, only that peer is dropped
-            _log.warning(self.listener._verbose, "peer %s: failed; dropped", self.peer,
-                         exc_info=True)
-            self.listener.forget(self)
-
-    def _on_event(self, mask: int) -> None:
-        if mask & selectors.EVENT_WRITE:
-            self._flush()
-            return
-        try:
-            data = self.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as err:
-            self._warn("connection failed (%s); dropped", err)
-            self.listener.forget(self)
-            return
-        if not data:
-            self.peer_closed = True
-            self._on_eof()
-        elif self.state in (_WAITING, _CLOSING):
-            self._warn("sent data after its launch; dropped")
-            self.listener.forget(self)
-        elif self.listener._buffered + len(data) > MAX_BUFFERED:
-            self._warn("the host holds %d bytes of unfinished messages already; dropped",
-                       self.listener._buffered)
-            self.listener.forget(self)
-        else:
-            self.buf += data
-            self.listener._buffered += len(data)
-            self._advance()
-
-    def _advance(self) -> None:
-        if self.state == _SNIFF:
-            size = len(_wire.PREAMBLE)
-            if self.buf[:size].strip(b"\0"):
-                self.state = _PLAIN
-            elif len(self.buf) >= size:
-                self._consume(size)
-                self.state = _HELLO
-                self._send(_wire.BANNER)
-                if not self.alive:
-                    return
-        if self.state == _PLAIN:
-            if len(self.buf) > MAX_MESSAGE_SIZE + self.listener._secret_field:
-                self._warn("message exceeds %d bytes; refused whole", MAX_MESSAGE_SIZE)
-                self.listener.forget(self)
-            return
-        while self.state in (_HELLO, _LAUNCH):
-            try:
-                found = _wire.split_frame(self.buf, _wire.launch_frame_limit(MAX_MESSAGE_SIZE))
-                if found is None:
-                    return
-                kind, payload, used = found
-                self._consume(used)
-                self._on_frame(kind, payload)
-            except _wire.ProtocolError as err:
-                self._warn("protocol error (%s); dropped", err)
-                self.acknowledge(_wire.REJECTED, "protocol error: %s" % err)
-                return
-
-    def _consume(self, size: int) -> None:
-        del self.buf[:size]
-        self.listener._buffered -= size
-
-    def _on_frame(self, kind: bytes, payload: bytes) -> None:
-        listener = self.listener
-        if self.state == _HELLO:
-            if kind != _wire.HELLO or len(payload) != _wire.NONCE_SIZE:
-                raise _wire.ProtocolError("expected a hello")
-            if listener._draining or listener._stop_requested:
-                self.acknowledge(_wire.RETRY, "the host is releasing the port")
-                return
-            self.client_nonce = payload
-            self.host_nonce = os.urandom(_wire.NONCE_SIZE)
-            host_proof = b""
-            if listener._secret is not None:
-                host_proof = _wire.proof(listener._secret, b"host", self.client_nonce,
-                                         self.host_nonce)
-            self._send(_wire.encode_welcome(os.getpid(), MAX_MESSAGE_SIZE, self.host_nonce,
-                                            host_proof))
-            self.state = _LAUNCH
-            return
-        if kind == _wire.BYE:  # the client found that we failed its secret check
-            self._warn("the client gave up its launch: %s",
-                       payload.decode("utf-8", "replace"))
-            self.state = _CLOSING  # it closes first, so the port keeps no TIME_WAIT
-            self.deadline = time.monotonic() + PEER_DEADLINE
-            return
-        if kind != _wire.LAUNCH:
-            raise _wire.ProtocolError("expected a launch")
-        proof_size = _wire.PROOF_SIZE if listener._secret is not None else 0
-        client_proof, launch_id, pid, cwd, args = _wire.decode_launch(payload, proof_size)
-        if listener._secret is not None:
-            expected = _wire.proof(listener._secret, b"client", self.host_nonce,
-                                   self.client_nonce)
-            if not _wire.same(client_proof, expected):
-                self._warn("client verification failed; launch ignored")
-                self.acknowledge(_wire.REJECTED, "the secret does not match the host's")
-                return
-        self._launched(args, cwd, pid, launch_id)
-
-    def _on_eof(self) -> None:
-        if self.state == _SNIFF and not self.buf:
-            _log.debug(self.listener._verbose, "peer %s: closed without sending anything",
-                       self.peer)
-            self.listener.forget(self)
-            return
-        if self.state in (_SNIFF, _PLAIN):
-            self._plain_complete()
-            return
-        if self.state == _HELLO:
-            self._warn("closed in the middle of the hand-off; dropped")
-        elif self.state == _LAUNCH:  # a status probe, or a client that would not trust us
-            _log.debug(self.listener._verbose, "peer %s: closed after the welcome", self.peer)
-        self.listener.forget(self)  # a client that gave up waiting: its launch stays queued
-
-    def _plain_complete(self) -> None:
-        secret = self.listener._secret
-        data = bytes(self.buf)
-        if _wire.looks_like_http(data):
-            self._warn("an HTTP request (a web page can send one to localhost); ignored")
-            self.listener.forget(self)
-            return
-        try:
-            given, args = _wire.decode_plain(data, secret is not None)
-        except _wire.ProtocolError as err:
-            self._warn("message refused (%s)", err)
-            self.listener.forget(self)
-            return
-        if secret is not None and (
-            given is None or not _wire.same(_wire.secret_bytes(given), _wire.secret_bytes(secret))
-        ):
-            self._warn("client verification failed; message ignored")
-            self.listener.forget(self)
-            return
-        self._launched(args, None, None)
-
-    def _launched(self, args: Tuple[str, ...], cwd: Optional[str], pid: Optional[int],
-                  launch_id: bytes = b"") -> None:
-        answer = self.listener.launch(self, args, cwd, pid, launch_id)
-        if answer is None:
-            self.state = _WAITING
-            self.deadline = time.monotonic() + DELIVERY_WAIT
-            return
-        status, detail = answer
-        if self.framed:
-            self.acknowledge(status, detail)
-            return
-        if status == _wire.RETRY:
-            self._warn("plain launch arrived while the host was releasing; dropped")
-        elif status == _wire.REJECTED:
-            self._warn("plain launch refused: %s", detail)
-        self.listener.forget(self)
-
-    def expire(self) -> None:
-        if self.state == _WAITING:
-            self.acknowledge(_wire.QUEUED)  # observers are slow: the launch waits in the queue
-        elif self.state == _CLOSING:
-            self.listener.forget(self)
-        else:
-            self._warn("no complete message within %.1f s; dropped", PEER_DEADLINE)
-            self.listener.forget(self)
-
-    def abandon(self) -> None:
-        """The host stops: tell a framed client what became of its launch."""
-        if self.state == _WAITING and self.item is not None:
-            if self.listener.withdraw(self.item):
-                self.acknowledge(_wire.RETRY, "the host released the port")
-            elif self.item.state == DONE:
-                self.acknowledge(_wire.DELIVERED)
-            else:
-                self.acknowledge(_wire.QUEUED)
-        elif self.state in (_HELLO, _LAUNCH):
-            self.acknowledge(_wire.RETRY, "the host released the port")
-        elif self.state != _CLOSING:
-            if self.buf:
-                self._warn("message incomplete when the host released the port; dropped")
-            self.listener.forget(self)
-
-    # -- writing ---------------------------------------------------------------------------
-
-    def acknowledge(self, status: bytes, detail: str = "") -> None:
-        if self.item is not None:
-            self.listener._waiting.pop(self.item, None)
-        self.state = _CLOSING
-        self.deadline = time.monotonic() + PEER_DEADLINE
-        self._send(_wire.encode_ack(status, detail))
-
-    def _send(self, data: bytes) -> None:
-        self.out += data
-        self._flush()
-
-    def _flush(self) -> None:
-        try:
-            sent = self.sock.send(self.out)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as err:
-            self._warn("could not answer (%s); dropped", err)
-            self.listener.forget(self)
-            return
-        self.out = self.out[sent:]
-        if self.alive:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.out else 0)
-            self.listener._selector.modify(self.sock, events, self.on_event)

@@ -1,13 +1,13 @@
 """The public class: decides host or client, and ties listener, dispatcher and timer together."""
 
+import _thread
 import math
 import socket
 import sys
-import threading
 import time
 
 from . import _client, _errors, _net, _wire
-from ._errors import MultipleSingletonsError
+from ._errors import MultipleSingletonsError, Reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds, and a launch that is turned away never needs it
@@ -34,8 +34,9 @@ def _check_int(name: str, value: object, low: int, high: "Optional[int]" = None)
 
 
 # The longest wait a thread can make (threading.TIMEOUT_MAX: about 292 years on POSIX,
-# 49.7 days on Windows), in whole seconds.
-MAX_SECONDS = int(threading.TIMEOUT_MAX)
+# 49.7 days on Windows), in whole seconds; read from _thread, as a launch that is turned away
+# never loads threading.
+MAX_SECONDS = int(_thread.TIMEOUT_MAX)
 
 
 def _check_seconds(name: str, value: object, allow_zero: bool) -> float:
@@ -194,34 +195,34 @@ class Socket_Singleton:
         final = bool(self.release_threshold) and self._clients >= self.release_threshold
         item = None
         if self.max_clients and self._clients > self.max_clients:
-            status, detail = _wire.IGNORED, "max_clients reached"
+            reason, detail = Reason.IGNORED, "max_clients reached"
         elif not args and not self.deliver_empty:
-            status, detail = _wire.IGNORED, "there were no arguments to deliver"
+            reason, detail = Reason.IGNORED, "there were no arguments to deliver"
         else:
             item = self._dispatcher.submit(args, cwd or None, pid, final, on_done)
             observed = self._dispatcher.observer_count() > 0
             if item is None and not observed:
                 # 2.0.0's scripts that never trace(): the launch is done with, as it was there
                 waiting = len(self._dispatcher.pending())
-                status, detail = _wire.IGNORED, "no observer is registered and the queue that " \
+                reason, detail = Reason.IGNORED, "no observer is registered and the queue that " \
                     "keeps launches for one is full (%d launches)" % waiting
                 from . import _log
 
                 _log.warning(self.verbose, "no observer is registered and %d launches wait for "
                              "one; launch ignored", waiting)
             elif item is None:
-                status, detail = _wire.REJECTED, "the running instance's queue is full"
+                reason, detail = Reason.REJECTED, "the running instance's queue is full"
                 from . import _log
 
                 _log.warning(self.verbose, "queue full (%d launches); launch refused",
                              len(self._dispatcher.pending()))
             else:
-                status, detail = _wire.QUEUED, ""
+                reason, detail = Reason.QUEUED, ""
                 if not observed and time.monotonic() - self._started >= TRACE_GRACE:
                     item = None  # no observer to wait for: answer "queued" at once
         if final and item is None:
             self.release()  # nothing left to deliver first
-        return status, detail, item, final
+        return reason, detail, item, final
 
     # -- public API -------------------------------------------------------------------------
 
@@ -297,6 +298,8 @@ class Socket_Singleton:
         observers are registered, they have been called when this returns, as in 2.0.0."""
         if self._dispatcher is None:
             return
+        import threading  # loaded already: the host's threads use it
+
         delivered = threading.Event()
         item = self._dispatcher.submit(tuple(args), None, None, False,
                                        lambda item: delivered.set())

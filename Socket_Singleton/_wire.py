@@ -11,6 +11,8 @@ Two forms share the port (the README's "Protocol" section is the specification):
 import os
 import sys
 
+from ._errors import Reason
+
 VERSION = 2
 
 # The client's first bytes, sent alone: a 2.0.0 host reads one chunk of at most 1024 bytes and
@@ -46,6 +48,10 @@ RETRY = b"R"  # the host is going away: try again (take over or find the next ho
 REJECTED = b"E"  # refused; the detail says why
 
 ACK_STATUSES = (DELIVERED, QUEUED, IGNORED, RETRY, REJECTED)
+# The one place where outcomes meet their status bytes.
+STATUS = {Reason.DELIVERED: DELIVERED, Reason.QUEUED: QUEUED, Reason.IGNORED: IGNORED,
+          Reason.RETRY: RETRY, Reason.REJECTED: REJECTED}
+REASON = {status: reason for reason, status in STATUS.items()}
 
 
 class ProtocolError(ValueError):
