@@ -137,7 +137,7 @@ class Socket_Singleton:
     def _serve(self, sock: socket.socket) -> None:
         try:
             # Only a host needs these; a launch that is turned away never loads them.
-            from . import _host
+            from . import _host, _policy  # noqa: F401 - _on_launch uses _policy, no import then
             from ._dispatch import Dispatcher
 
             _host.prepare_for_exhaustion()
@@ -191,14 +191,13 @@ class Socket_Singleton:
     def _on_launch(self, args: "Tuple[str, ...]", cwd: "Optional[str]", pid: "Optional[int]",
                    on_done: "Optional[Callable[[Pending], None]]") -> "Decision":
         assert self._dispatcher is not None
-        self._clients += 1
-        final = bool(self.release_threshold) and self._clients >= self.release_threshold
-        item = None
-        if self.max_clients and self._clients > self.max_clients:
-            reason, detail = Reason.IGNORED, "max_clients reached"
-        elif not args and not self.deliver_empty:
-            reason, detail = Reason.IGNORED, "there were no arguments to deliver"
-        else:
+        from ._policy import admit  # loaded by _serve: no file is opened here
+
+        admission = admit(self._clients, args, self.max_clients, self.release_threshold,
+                          self.deliver_empty)
+        self._clients, final = admission.clients, admission.final
+        reason, detail, item = admission.reason, admission.detail, None
+        if admission.keep:
             item = self._dispatcher.submit(args, cwd or None, pid, final, on_done)
             observed = self._dispatcher.observer_count() > 0
             if item is None and not observed:
@@ -216,10 +215,8 @@ class Socket_Singleton:
 
                 _log.warning(self.verbose, "queue full (%d launches); launch refused",
                              len(self._dispatcher.pending()))
-            else:
-                reason, detail = Reason.QUEUED, ""
-                if not observed and time.monotonic() - self._started >= TRACE_GRACE:
-                    item = None  # no observer to wait for: answer "queued" at once
+            elif not observed and time.monotonic() - self._started >= TRACE_GRACE:
+                item = None  # no observer to wait for: answer "queued" at once
         if final and item is None:
             self.release()  # nothing left to deliver first
         return reason, detail, item, final
