@@ -6,12 +6,9 @@ import threading
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
-from . import _log, _net
+from . import _log, _net, _tuning
 
-MAX_PENDING = 1024  # launches kept while no observer is registered (or observers lag behind)
-MAX_PENDING_BYTES = 64 * 1024 * 1024  # and the memory their arguments take, all together
 _STR_OVERHEAD = 64  # bytes a str costs besides its characters (about, and rounded up)
-STOP_WAIT = 0.5  # seconds stop() waits for an observer that is running to return
 
 # States of a queued launch (not outcomes: those are _errors.Reason).
 WAITING, TAKEN, DONE = "waiting", "taken", "done"
@@ -63,9 +60,10 @@ class Dispatcher:
     ``on_failure`` runs on it should the thread ever fail (a bug), before it ends.
     """
 
-    def __init__(self, name: str, verbose: bool, on_final: Callable[[], None],
-                 on_failure: Callable[[], None]) -> None:
+    def __init__(self, name: str, verbose: bool, tuning: _tuning.Tuning,
+                 on_final: Callable[[], None], on_failure: Callable[[], None]) -> None:
         self._verbose = verbose
+        self._tuning = tuning
         self._on_final = on_final
         self._on_failure = on_failure
         lock = threading.RLock()  # re-entrant: stop() may run in a signal handler
@@ -125,8 +123,8 @@ class Dispatcher:
         """Queue a launch; ``None`` when the queue is full or dispatch has stopped."""
         item = Pending(Launch(args, cwd, pid), final)
         with self._cond:
-            if (self._stopping or len(self._queue) >= MAX_PENDING
-                    or self._pending_bytes + item.size > MAX_PENDING_BYTES):
+            if (self._stopping or len(self._queue) >= self._tuning.max_pending
+                    or self._pending_bytes + item.size > self._tuning.max_pending_bytes):
                 return None
             item.seq = self._seq
             self._seq += 1
@@ -148,7 +146,7 @@ class Dispatcher:
     def stop(self) -> None:
         """Clear the observers and end the thread.
 
-        An observer that is running gets STOP_WAIT seconds to return; one that takes longer
+        An observer that is running gets ``stop_wait`` seconds to return; one that takes longer
         (or that called stop() itself) is not waited for: the thread exits when it returns.
         """
         with self._cond:
@@ -156,7 +154,7 @@ class Dispatcher:
             self._observers.clear()
             self._cond.notify_all()
         if self._thread is not threading.current_thread() and self._thread.ident:
-            self._thread.join(STOP_WAIT)
+            self._thread.join(self._tuning.stop_wait)
 
     def request_stop(self) -> None:
         """From here, no observer call starts; takes no lock, so it is safe in a signal handler

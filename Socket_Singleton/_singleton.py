@@ -1,26 +1,19 @@
-"""The public class: decides host or client, and ties listener, dispatcher and timer together."""
+"""The public class: claims the port or hands the launch over, and supplies the host's policy."""
 
 import _thread
 import math
-import socket
 import sys
-import time
 
 from . import _client, _errors, _net, _wire
-from ._errors import MultipleSingletonsError, Reason
+from ._errors import MultipleSingletonsError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds, and a launch that is turned away never needs it
     from typing import Any, Callable, Iterator, NoReturn, Optional, Tuple
 
-    from ._dispatch import Dispatcher, Launch, Pending
-    from ._host import Decision, Listener, Timeout
-
-COMPAT_WAIT = 30.0  # seconds _append_args() waits for the observers (2.0.0 called them inline)
-# Seconds a new host gives the application to register its first observer: until then a launch
-# waits for it (and is delivered), after that it is answered "queued" at once (a script that
-# never calls trace(), as most 2.0.0 scripts, must not make every launch wait).
-TRACE_GRACE = 0.5
+    from ._dispatch import Launch
+    from ._host import Host
+    from ._policy import Admission
 
 
 def _check_int(name: str, value: object, low: int, high: "Optional[int]" = None) -> int:
@@ -118,59 +111,18 @@ class Socket_Singleton:
                              "would send the secret in the clear to a program that never "
                              "proved it knows it")
 
-        self._clients = 0
-        self._released = False
-        self._listener: Optional[Listener] = None
-        self._dispatcher: Optional[Dispatcher] = None
-        self._timer: Optional[Timeout] = None
+        self._host: Optional[Host] = None
 
         if _spawned_child():
-            self._released = True
             return  # inert: not the host, nothing sent (multiprocessing's spawn, forkserver)
         claimed = _client.claim(address, self.port, self.client, tuple(sys.argv[1:]), secret,
                                 self.handoff_timeout, legacy=self.legacy_handoff)
         if isinstance(claimed, _client.Outcome):
-            self._released = True
             self._turned_away(claimed)
-        self._serve(claimed)
+        from . import _host as hosting  # only a host loads it: a launch turned away never does
 
-    def _serve(self, sock: socket.socket) -> None:
-        try:
-            # Only a host needs these; a launch that is turned away never loads them.
-            from . import _host, _policy  # noqa: F401 - _on_launch uses _policy, no import then
-            from ._dispatch import Dispatcher
-
-            _host.prepare_for_exhaustion()
-            self.port = sock.getsockname()[1]  # the real port when port=0 was asked for
-            self._started = time.monotonic()
-            name = "Socket_Singleton-%d" % self.port
-            self._dispatcher = Dispatcher(name + "-dispatch", self.verbose, self.release,
-                                          self._library_thread_failed)
-            self._listener = _host.Listener(sock, name + "-listener", self.verbose, self.secret,
-                                            self._on_launch, self._dispatcher.withdraw,
-                                            self._library_thread_failed)
-            if self.timeout > 0:
-                # Not a daemon: like 2.0.0, the process keeps the port until the timeout
-                # fires even when the main thread ends first. Made before the listener
-                # starts, so that a release by an early launch (release_threshold) cancels
-                # it; a Timeout that is cancelled before start() ends at once.
-                self._timer = _host.Timeout(self.timeout, self.release, name + "-timeout")
-            self._listener.start()
-            if self._timer is not None:
-                _net.start(self._timer)
-        except BaseException:
-            # Atomic: the application never gets this object, so nothing it started may go on.
-            self._released = True
-            try:
-                self.release()
-            finally:
-                _net.close_quietly(sock)
-            raise
-
-    def _library_thread_failed(self) -> None:
-        # A listener or dispatch thread failed (a bug): release everything, so that the port
-        # is never held without a listener and no launch is queued without a dispatcher.
-        self.release()
+        self._host = hosting.Host(claimed, self.verbose, secret, self.timeout, self._policy)
+        self.port = self._host.port
 
     def _turned_away(self, outcome: "_client.Outcome") -> "NoReturn":
         where = _net.where(self.address, self.port)
@@ -186,40 +138,13 @@ class Socket_Singleton:
         raise MultipleSingletonsError(self.address, self.port, outcome.reason,
                                       outcome.detail, outcome.host_pid)
 
-    # -- the host's policy, run on the listener's thread -------------------------------------
+    def _policy(self, clients: int, args: "Tuple[str, ...]") -> "Admission":
+        """The host's policy for one launch (run on the listener's thread): 2.0.0's parameters,
+        applied by a pure function."""
+        from ._policy import admit  # loaded with the host: no file is opened here
 
-    def _on_launch(self, args: "Tuple[str, ...]", cwd: "Optional[str]", pid: "Optional[int]",
-                   on_done: "Optional[Callable[[Pending], None]]") -> "Decision":
-        assert self._dispatcher is not None
-        from ._policy import admit  # loaded by _serve: no file is opened here
-
-        admission = admit(self._clients, args, self.max_clients, self.release_threshold,
-                          self.deliver_empty)
-        self._clients, final = admission.clients, admission.final
-        reason, detail, item = admission.reason, admission.detail, None
-        if admission.keep:
-            item = self._dispatcher.submit(args, cwd or None, pid, final, on_done)
-            observed = self._dispatcher.observer_count() > 0
-            if item is None and not observed:
-                # 2.0.0's scripts that never trace(): the launch is done with, as it was there
-                waiting = len(self._dispatcher.pending())
-                reason, detail = Reason.IGNORED, "no observer is registered and the queue that " \
-                    "keeps launches for one is full (%d launches)" % waiting
-                from . import _log
-
-                _log.warning(self.verbose, "no observer is registered and %d launches wait for "
-                             "one; launch ignored", waiting)
-            elif item is None:
-                reason, detail = Reason.REJECTED, "the running instance's queue is full"
-                from . import _log
-
-                _log.warning(self.verbose, "queue full (%d launches); launch refused",
-                             len(self._dispatcher.pending()))
-            elif not observed and time.monotonic() - self._started >= TRACE_GRACE:
-                item = None  # no observer to wait for: answer "queued" at once
-        if final and item is None:
-            self.release()  # nothing left to deliver first
-        return reason, detail, item, final
+        return admit(clients, args, self.max_clients, self.release_threshold,
+                     self.deliver_empty)
 
     # -- public API -------------------------------------------------------------------------
 
@@ -231,13 +156,13 @@ class Socket_Singleton:
         """
         if not callable(observer):
             raise TypeError("observer must be callable, not %s" % type(observer).__name__)
-        if self._dispatcher is not None:
-            self._dispatcher.trace(observer, args, kwargs)
+        if self._host is not None:
+            self._host.dispatcher.trace(observer, args, kwargs)
 
     def untrace(self, observer: "Callable[..., Any]") -> None:
         """Stop calling *observer*; does nothing if it is not registered."""
-        if self._dispatcher is not None:
-            self._dispatcher.untrace(observer)
+        if self._host is not None:
+            self._host.dispatcher.untrace(observer)
 
     def release(self) -> None:
         """Free the port, stop delivery, cancel the timeout and forget the observers.
@@ -248,33 +173,8 @@ class Socket_Singleton:
         one returns at once and the interrupted release() finishes the job. Should a
         release() be interrupted (an exception, KeyboardInterrupt), the next call finishes.
         """
-        # Every step is idempotent and takes no lock that an interrupted caller on this
-        # thread could hold, so a release() that was cut short is finished by the next one.
-        self._released = True
-        nested = self._releasing_on_this_thread()
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._listener is not None:
-            if nested:
-                self._listener.request_stop()
-            else:
-                self._listener.stop()
-        if self._dispatcher is not None:
-            if nested:
-                self._dispatcher.request_stop()
-            else:
-                self._dispatcher.stop()
-
-    def _releasing_on_this_thread(self) -> bool:
-        # A signal handler that interrupted release() must not wait for what that release()
-        # waits for. The stack tells, where a flag set and cleared by release() could be
-        # left stale by an exception between the two.
-        frame = sys._getframe(1).f_back  # the caller of the release() that asks
-        while frame is not None:
-            if frame.f_code is _RELEASE_CODE and frame.f_locals.get("self") is self:
-                return True
-            frame = frame.f_back
-        return False
+        if self._host is not None:
+            self._host.stop()
 
     # -- 2.0.0's private names, kept for code and tests written against 2.0.0 (deprecated) ----
 
@@ -293,31 +193,31 @@ class Socket_Singleton:
     def _append_args(self, args: "Tuple[str, ...]") -> None:
         """Handle *args* as if a launch had brought them (not counted in ``clients``); when
         observers are registered, they have been called when this returns, as in 2.0.0."""
-        if self._dispatcher is None:
+        if self._host is None:
             return
         import threading  # loaded already: the host's threads use it
 
+        dispatcher = self._host.dispatcher
         delivered = threading.Event()
-        item = self._dispatcher.submit(tuple(args), None, None, False,
-                                       lambda item: delivered.set())
-        if (item is not None and self._dispatcher.observer_count()
-                and threading.current_thread() is not self._dispatcher.thread):
-            delivered.wait(COMPAT_WAIT)
+        item = dispatcher.submit(tuple(args), None, None, False, lambda item: delivered.set())
+        if (item is not None and dispatcher.observer_count()
+                and threading.current_thread() is not dispatcher.thread):
+            delivered.wait(self._host.tuning.compat_wait)
 
     @property
     def arguments(self) -> "Tuple[Launch, ...]":
         """Launches received but not yet delivered to an observer, oldest first."""
-        return self._dispatcher.pending() if self._dispatcher is not None else ()
+        return self._host.dispatcher.pending() if self._host is not None else ()
 
     @property
     def clients(self) -> int:
         """How many launches this host has received."""
-        return self._clients
+        return self._host.clients if self._host is not None else 0
 
     @property
     def listening(self) -> bool:
         """Whether this instance holds the port."""
-        return self._listener is not None and self._listener.listening
+        return self._host is not None and self._host.listening
 
     def __enter__(self) -> "Socket_Singleton":
         return self
@@ -329,7 +229,7 @@ class Socket_Singleton:
         return "Socket_Singleton(address=%r, port=%d)" % (self.address, self.port)
 
     def __repr__(self) -> str:
-        observers = self._dispatcher.observer_count() if self._dispatcher is not None else 0
+        observers = self._host.dispatcher.observer_count() if self._host is not None else 0
         return (
             "Socket_Singleton(address=%r, port=%d, timeout=%r, client=%r, strict=%r, "
             "release_threshold=%d, max_clients=%d, verbose=%r, secret=%s, deliver_empty=%r, "
@@ -337,7 +237,7 @@ class Socket_Singleton:
             % (self.address, self.port, self.timeout, self.client, self.strict,
                self.release_threshold, self.max_clients, self.verbose,
                "***" if self.secret is not None else None, self.deliver_empty,
-               self.handoff_timeout, self.legacy_handoff, observers, self._clients,
+               self.handoff_timeout, self.legacy_handoff, observers, self.clients,
                self.listening)
         )
 
@@ -349,8 +249,8 @@ class _Observers:
         self._owner = owner
 
     def _registered(self) -> "Tuple[Callable[..., Any], ...]":
-        dispatcher = self._owner._dispatcher
-        return dispatcher.observers() if dispatcher is not None else ()
+        host = self._owner._host
+        return host.dispatcher.observers() if host is not None else ()
 
     def __len__(self) -> int:
         return len(self._registered())
@@ -365,5 +265,3 @@ class _Observers:
         for observer in self._registered():
             self._owner.untrace(observer)
 
-
-_RELEASE_CODE = Socket_Singleton.release.__code__
