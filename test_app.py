@@ -10,8 +10,9 @@ go to ``Socket_Singleton(...)`` and whose other keys shape the app:
 * ``"observer_block"``: the observer waits until stdin says ``unblock`` (a hung observer);
 * ``"observer_raises"``: after reporting, the observer raises ValueError with this message;
 * ``"return"``: the main thread returns right after start-up (the ``timeout`` cool-down case);
-* ``"patch"``: ``{"_host.PEER_DEADLINE": 0.5, ...}`` sets the library's module-level limits
-  (tests shrink them instead of waiting);
+* ``"tuning"``: ``{"peer_deadline": 0.5, ...}`` sets the host's limits and waits through the
+  library's testing hook, ``Socket_Singleton._tuning.override`` (tests shrink them instead of
+  waiting);
 * ``"nofile"``: the process's limit on open file descriptors (POSIX), set before start-up;
 
 Everything it reports is one JSON object per line on stdout:
@@ -28,14 +29,13 @@ stdin commands, one per line: ``release``, ``trace``, ``unblock``, ``exhaust``, 
 ``exit``; end of stdin releases and exits.
 """
 
-import importlib
 import json
 import os
 import sys
 import threading
 import time
 
-from Socket_Singleton import MultipleSingletonsError, Socket_Singleton
+from Socket_Singleton import MultipleSingletonsError, Socket_Singleton, _tuning
 
 
 def report(**fields):
@@ -49,9 +49,8 @@ def main():
         import resource
 
         resource.setrlimit(resource.RLIMIT_NOFILE, (config["nofile"], config["nofile"]))
-    for target, value in config.get("patch", {}).items():
-        module, name = target.split(".")
-        setattr(importlib.import_module("Socket_Singleton." + module), name, value)
+    if config.get("tuning"):
+        _tuning.override(**config["tuning"]).start()  # for the life of this process
     try:
         app = Socket_Singleton(**config.get("kwargs", {}))
     except MultipleSingletonsError as err:

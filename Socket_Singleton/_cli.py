@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-from . import __version__, _client, _errors, _net
+from . import __version__, _client, _net
+from ._errors import Reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -16,18 +17,18 @@ PROG = "socket-singleton"
 
 OK, USAGE, NOT_RUNNING, FOREIGN, NO_ANSWER, REFUSED, LOCAL = 0, 2, 3, 4, 5, 6, 7
 EXIT_CODES = {
-    _client.HOST_FOUND: OK,
-    _errors.DELIVERED: OK,
-    _errors.QUEUED: OK,
-    _errors.NOT_RUNNING: NOT_RUNNING,
-    _errors.PORT_BUSY: NOT_RUNNING,
-    _errors.FOREIGN: FOREIGN,
-    _errors.LEGACY: FOREIGN,
-    _errors.LOCAL_ERROR: LOCAL,
-    _errors.NO_ANSWER: NO_ANSWER,
-    _errors.SECRET_MISMATCH: REFUSED,
-    _errors.IGNORED: OK,  # as a launch: nothing for the user to do (max_clients, no arguments)
-    _errors.REJECTED: REFUSED,
+    Reason.HOST: OK,
+    Reason.DELIVERED: OK,
+    Reason.QUEUED: OK,
+    Reason.NOT_RUNNING: NOT_RUNNING,
+    Reason.PORT_BUSY: NOT_RUNNING,
+    Reason.FOREIGN: FOREIGN,
+    Reason.LEGACY: FOREIGN,
+    Reason.LOCAL_ERROR: LOCAL,
+    Reason.NO_ANSWER: NO_ANSWER,
+    Reason.SECRET_MISMATCH: REFUSED,
+    Reason.IGNORED: OK,  # as a launch: nothing for the user to do (max_clients, no arguments)
+    Reason.REJECTED: REFUSED,
 }
 
 EPILOG = """\
@@ -101,16 +102,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     where = _net.where(options.address, options.port)
     if options.command == "status":
         outcome = _client.probe(options.address, options.port, secret, options.timeout)
-        if outcome.reason == _client.HOST_FOUND:
+        if outcome.reason == Reason.HOST:
             print("a Socket_Singleton host listens on %s (pid %s)" % (where, outcome.host_pid))
     else:
         claimed = _client.claim(options.address, options.port, True, tuple(options.args),
                                 secret, options.timeout, take=False)
         assert isinstance(claimed, _client.Outcome)  # take=False never binds
         outcome = claimed
-        if outcome.reason in (_errors.DELIVERED, _errors.QUEUED):
+        if outcome.reason in (Reason.DELIVERED, Reason.QUEUED):
             print("%s to the host on %s (pid %s)" % (outcome.reason, where, outcome.host_pid))
-        elif outcome.reason == _errors.IGNORED:
+        elif outcome.reason == Reason.IGNORED:
             print("ignored by the host on %s (pid %s): %s"
                   % (where, outcome.host_pid, outcome.detail))
     code = EXIT_CODES.get(outcome.reason, REFUSED)

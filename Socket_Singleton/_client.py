@@ -5,10 +5,9 @@ import socket
 import time
 
 from . import _net, _protocol, _wire
-from ._errors import Reason
 from ._protocol import Outcome
 
-__all__ = ["HOST_FOUND", "Outcome", "claim", "probe"]
+__all__ = ["Outcome", "claim", "probe"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,7 +18,6 @@ _ANSWER_LIMIT = 64 * 1024  # no frame from a host is anywhere near this big
 # ("timeout doesn't fit into C timeval"). A read waits again until the deadline; a connect or
 # send that takes a whole day has failed anyway.
 _LONGEST_WAIT = 24 * 3600.0
-HOST_FOUND = Reason.HOST  # probe(): a Socket_Singleton host answered
 
 
 def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: "Optional[str]",
@@ -41,7 +39,7 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
 def probe(address: str, port: int, secret: "Optional[str]", timeout: float) -> "Outcome":
     """Ask whatever listens on the port who it is, without launching anything.
 
-    Returns reason ``HOST_FOUND`` with the host's pid for a verified Socket_Singleton host
+    Returns reason ``Reason.HOST`` with the host's pid for a verified Socket_Singleton host
     (verified against *secret* when given), else why not.
     """
     machine = _protocol.Handoff((), secret, timeout, time.monotonic(), probe=True)

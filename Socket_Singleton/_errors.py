@@ -28,46 +28,31 @@ class Reason:
     HOST = "host"  # probe(): a Socket_Singleton host answered
 
 
-# The names the rest of the package (and 2.0.0-era code) uses: the same values.
-DELIVERED = Reason.DELIVERED
-QUEUED = Reason.QUEUED
-IGNORED = Reason.IGNORED
-NOT_SENT = Reason.NOT_SENT
-SENT_LEGACY = Reason.SENT_LEGACY
-FOREIGN = Reason.FOREIGN
-LEGACY = Reason.LEGACY
-PORT_BUSY = Reason.PORT_BUSY
-NO_ANSWER = Reason.NO_ANSWER
-SECRET_MISMATCH = Reason.SECRET_MISMATCH
-REJECTED = Reason.REJECTED
-LOCAL_ERROR = Reason.LOCAL_ERROR
-NOT_RUNNING = Reason.NOT_RUNNING
-
 # The launch needs nothing more from the user: a strict launch exits with status 0.
-SUCCESS = (DELIVERED, QUEUED, IGNORED, NOT_SENT, SENT_LEGACY)
+SUCCESS = (Reason.DELIVERED, Reason.QUEUED, Reason.IGNORED, Reason.NOT_SENT, Reason.SENT_LEGACY)
 
 _EXPLANATIONS = {
-    DELIVERED: "The arguments were delivered to it.",
-    QUEUED: "The arguments were queued by it.",
-    IGNORED: "It ignored the launch: {detail}.",
-    NOT_SENT: "No arguments were sent (client=False).",
-    SENT_LEGACY: "The arguments were sent without acknowledgement: {detail}.",
-    FOREIGN: "The arguments were not sent: {detail}.",
-    LEGACY: "The arguments were not sent: {detail}.",
-    PORT_BUSY: "The arguments were not sent: {detail}.",
-    NO_ANSWER: "No acknowledgement: {detail}.",
-    SECRET_MISMATCH: "The arguments were not sent: {detail}.",
-    REJECTED: "The arguments were not delivered: {detail}.",
-    LOCAL_ERROR: "The arguments were not sent: {detail}.",
-    NOT_RUNNING: "The arguments were not sent: {detail}.",
+    Reason.DELIVERED: "The arguments were delivered to it.",
+    Reason.QUEUED: "The arguments were queued by it.",
+    Reason.IGNORED: "It ignored the launch: {detail}.",
+    Reason.NOT_SENT: "No arguments were sent (client=False).",
+    Reason.SENT_LEGACY: "The arguments were sent without acknowledgement: {detail}.",
+    Reason.FOREIGN: "The arguments were not sent: {detail}.",
+    Reason.LEGACY: "The arguments were not sent: {detail}.",
+    Reason.PORT_BUSY: "The arguments were not sent: {detail}.",
+    Reason.NO_ANSWER: "No acknowledgement: {detail}.",
+    Reason.SECRET_MISMATCH: "The arguments were not sent: {detail}.",
+    Reason.REJECTED: "The arguments were not delivered: {detail}.",
+    Reason.LOCAL_ERROR: "The arguments were not sent: {detail}.",
+    Reason.NOT_RUNNING: "The arguments were not sent: {detail}.",
 }
 
 # Who holds the port, as the exit line of a strict launch says it.
 _HOLDERS = {
-    FOREIGN: "another program holds {where}",
-    LEGACY: "a program that does not speak this protocol holds {where}",
-    PORT_BUSY: "{where} is in use but nothing listens on it",
-    LOCAL_ERROR: "could not reach the instance on {where}",
+    Reason.FOREIGN: "another program holds {where}",
+    Reason.LEGACY: "a program that does not speak this protocol holds {where}",
+    Reason.PORT_BUSY: "{where} is in use but nothing listens on it",
+    Reason.LOCAL_ERROR: "could not reach the instance on {where}",
 }
 
 
@@ -94,7 +79,7 @@ class MultipleSingletonsError(Exception):
         self,
         address: str,
         port: int,
-        reason: str = NOT_SENT,
+        reason: str = Reason.NOT_SENT,
         detail: str = "",
         host_pid: "int | None" = None,
     ) -> None:
@@ -103,7 +88,7 @@ class MultipleSingletonsError(Exception):
         self.reason = reason
         self.detail = detail
         self.host_pid = host_pid
-        self.delivered = reason in (DELIVERED, QUEUED)
+        self.delivered = reason in (Reason.DELIVERED, Reason.QUEUED)
         super().__init__(
             "\nApplication is already bound & listening @ %s on port %d. Multiple instances "
             "are disallowed in the current context. %s"

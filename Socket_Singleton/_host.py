@@ -1,187 +1,422 @@
-"""The host's life: one owner for its listener, dispatcher and timeout, which it starts and
-stops in one place, in one order. ``Socket_Singleton`` supplies only the policy."""
+"""The host's listener: one I/O thread serves every connection, none can hold up another.
+
+Only I/O, the clock and the thread: what to send and when to close is decided by the
+protocol's machines (``_protocol``), what to do with a launch by the host (``_hosting.Host``)."""
 
 from __future__ import annotations
 
+import errno
+import os
+import selectors
 import socket
-import sys
+import struct
 import threading
 import time
-from typing import Callable, Optional, Tuple
+import weakref
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
 
-from . import _log, _net, _tuning
-from ._dispatch import Dispatcher
+from . import _log, _net, _protocol, _tuning
+from ._dispatch import DONE, Pending
 from ._errors import Reason
-from ._listener import Decision, Listener
-from ._policy import Admission
 
-# The policy for one launch: (launches counted so far, its arguments) -> Admission. Pure.
-Policy = Callable[[int, Tuple[str, ...]], Admission]
+# select() (the only selector on Windows) takes at most 512 sockets per call.
+_SELECT_LIMIT = 500
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
-_gcc_s: object = None
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, zero seconds: close() sends RST
 
+# What the host decided about one launch: a Reason and its detail, and the queued item whose
+# delivery the answer waits for (if any). Its arguments: args, cwd, pid, and whether the launch
+# came framed (it can wait for its answer) rather than in the plain 2.0.0 form.
+Decision = Tuple[str, str, Optional[Pending]]
+OnLaunch = Callable[[Tuple[str, ...], Optional[str], Optional[int], bool], Decision]
 
-def prepare_for_exhaustion() -> None:
-    """Load now what the host's failure paths would otherwise load when they run, possibly out
-    of file descriptors: logging, and (CPython 3.7 and 3.8 on glibc) libgcc_s, which those
-    versions' threads need when they end; glibc aborts the process if it cannot load it then."""
-    global _gcc_s
-    _log.prepare()
-    if _gcc_s is None and sys.version_info < (3, 9) and sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            _gcc_s = ctypes.CDLL("libgcc_s.so.1")
-        except (ImportError, OSError):  # not glibc, or no ctypes: nothing we can load early
-            _gcc_s = False
+_LIVE: weakref.WeakSet[Listener] = weakref.WeakSet()
 
 
-class Timeout(threading.Thread):
-    """The ``timeout`` countdown: calls *action* after *seconds* unless cancelled first.
+def _after_fork_in_child() -> None:
+    for listener in list(_LIVE):
+        listener.close_in_forked_child()
+    _LIVE.clear()
 
-    Unlike ``threading.Timer``, ``cancel()`` takes no lock (it releases one), so it can run in
-    a signal handler that interrupted another cancel() on the same thread.
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Listener:
+    """Owns the listening socket, the accepted connections and the I/O thread; the protocol
+    is ``_protocol.HostProtocol``'s, this class only does the I/O and the clock.
+
+    ``on_launch`` runs on the I/O thread for each complete, verified launch; ``withdraw``
+    takes a queued launch back when the host stops before an observer saw it.
     """
 
-    def __init__(self, seconds: float, action: Callable[[], None], name: str) -> None:
-        super().__init__(name=name, daemon=False)
-        self._seconds = seconds
-        self._action = action
-        self._gate = threading.Lock()
-        self._gate.acquire()
-
-    def run(self) -> None:
-        if not self._gate.acquire(timeout=self._seconds):
-            self._action()
-
-    def cancel(self) -> None:
-        try:
-            self._gate.release()
-        except RuntimeError:  # cancelled already
-            pass
-
-
-class Host:
-    """Serves the listening socket *sock* until ``stop()``: the one owner of the host's
-    threads (named ``Socket_Singleton-<port>-listener``, ``-dispatch`` and ``-timeout``).
-
-    Made whole or not at all: should the constructor fail, everything it started is stopped
-    and *sock* is closed. ``stop()`` is the one way everything stops, whoever asks: the
-    application (release()), the timeout, the launch that reaches ``release_threshold``, a
-    library thread that failed.
-    """
-
-    def __init__(self, sock: socket.socket, verbose: bool, secret: Optional[str],
-                 timeout: float, policy: Policy) -> None:
-        self.port: int = sock.getsockname()[1]  # the real port when port 0 was asked for
-        self.clients = 0  # launches counted by the policy
+    def __init__(self, sock: socket.socket, name: str, verbose: bool, secret: Optional[str],
+                 tuning: _tuning.Tuning, on_launch: OnLaunch,
+                 withdraw: Callable[[Pending], bool], on_failure: Callable[[], None]) -> None:
+        self._sock = sock
+        self._on_failure = on_failure  # called on the I/O thread should it fail (a bug)
         self._verbose = verbose
-        self._policy = policy
-        self.tuning = _tuning.current  # this host's limits and waits, for its whole life
-        self._started = time.monotonic()
-        self._listener: Optional[Listener] = None
-        self._timer: Optional[Timeout] = None
-        name = "Socket_Singleton-%d" % self.port
+        self._tuning = tuning
+        self._protocol = _protocol.HostProtocol(secret, os.getpid(), _protocol.Limits(
+            tuning.max_message_size, tuning.max_buffered, tuning.peer_deadline,
+            tuning.delivery_wait, tuning.recent_launches))
+        self._on_launch = on_launch
+        self._withdraw = withdraw
+        self._conns: Set[_Connection] = set()
+        # a framed launch waiting in the queue -> its id, and the connection whose answer waits
+        self._waiting: Dict[Pending, Tuple[bytes, _Connection]] = {}
+        self._completed: Deque[Pending] = deque()
+        self._stop_requested = False
+        self._draining = False  # release_threshold reached: serve what is open, accept nothing
+        self._close_at: Optional[float] = None  # then, when to let the port go at the latest
+        self._accepting = True
+        self._selector = selectors.DefaultSelector()
+        self._max_connections = tuning.max_connections
+        if isinstance(self._selector, selectors.SelectSelector):
+            self._max_connections = min(tuning.max_connections, _SELECT_LIMIT)
+        self._accept_again_at: Optional[float] = None  # set while out of file descriptors
         try:
-            prepare_for_exhaustion()
-            self.dispatcher = Dispatcher(name + "-dispatch", verbose, self.tuning,
-                                         on_final=self.stop, on_failure=self.stop)
-        except BaseException:
-            _net.close_quietly(sock)
-            raise
-        try:
-            self._listener = Listener(sock, name + "-listener", verbose, secret, self.tuning,
-                                      self._on_launch, self.dispatcher.withdraw,
-                                      on_failure=self.stop)
-            if timeout > 0:
-                # Not a daemon: like 2.0.0, the process keeps the port until the timeout
-                # fires even when the main thread ends first. Made before the listener
-                # starts, so that a stop by an early launch (release_threshold) cancels it; a
-                # Timeout that is cancelled before start() ends at once.
-                self._timer = Timeout(timeout, self.stop, name + "-timeout")
-            self._listener.start()
-            if self._timer is not None:
-                _net.start(self._timer)
-        except BaseException:
+            self._wake_r, self._wake_w = map(_net.wrap, socket.socketpair())
             try:
-                self.stop()
-            finally:
-                _net.close_quietly(sock)
+                for s in (sock, self._wake_r, self._wake_w):
+                    s.setblocking(False)
+                self._selector.register(sock, selectors.EVENT_READ, self._accept)
+                self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeups)
+            except BaseException:
+                _net.close_quietly(self._wake_r)
+                _net.close_quietly(self._wake_w)
+                raise
+        except BaseException:
+            self._selector.close()
             raise
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        _LIVE.add(self)
+
+    def start(self) -> None:
+        _net.start(self._thread)
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
 
     @property
     def listening(self) -> bool:
-        return self._listener is not None and self._listener.listening
+        return self._sock.fileno() != -1
 
-    def stop(self) -> None:
-        """Stop everything, in this order: the timeout; the listener (the port is free, open
-        hand-offs are answered); the dispatcher (observers are forgotten, one that runs gets
-        ``stop_wait`` to return).
+    # -- any thread ---------------------------------------------------------------------
 
-        Synchronous and idempotent, from any thread: when it returns, the port is free, except
-        on the listener's own thread (the port is closed, the thread ends right after) and in
-        a signal handler that interrupted a stop() on this thread, which returns at once and
-        leaves the interrupted stop() to finish. Every step takes no lock that an interrupted
-        caller could hold, so a stop() cut short (KeyboardInterrupt) is finished by the next.
-        """
-        nested = self._stopping_on_this_thread()
-        if self._timer is not None:
-            self._timer.cancel()
-        listener = self._listener
-        if listener is not None:
-            listener.request_stop()
-            if not nested and threading.current_thread() is not listener.thread:
-                listener.wait_closed()
-        if nested:
-            self.dispatcher.request_stop()
+    def complete(self, item: Pending) -> None:
+        """Called by the dispatcher once *item*'s observers have run."""
+        # A deque appended here and popped by the I/O thread: both are atomic under the GIL.
+        self._completed.append(item)
+        self._wake()
+
+    def drain(self) -> None:
+        """Accept nothing more (new peers wait in the backlog, and are refused when the port
+        goes), serve the open connections, and let the port go after ``delivery_wait`` at the
+        latest; the thread ends with the last connection. On the I/O thread only."""
+        self._protocol.release()
+        self._draining = True
+        self._pause_accepting()
+        self._close_at = time.monotonic() + self._tuning.delivery_wait
+
+    def request_stop(self) -> None:
+        """Stop serving: free the port, answer open hand-offs, close everything. Returns at
+        once; ``wait_closed()`` waits for the end. Takes no lock: safe in a signal handler."""
+        self._stop_requested = True
+        self._protocol.release()
+        if threading.current_thread() is self._thread:
+            # A socket in a select() of this very thread: closed here, not from another one.
+            self._close_listening()  # the loop finishes the rest before it selects again
         else:
-            self.dispatcher.stop()
+            self._wake()
 
-    def _stopping_on_this_thread(self) -> bool:
-        # A signal handler that interrupted stop() must not wait for what that stop() waits
-        # for. The stack tells, where a flag set and cleared by stop() could be left stale by
-        # an exception between the two.
-        frame = sys._getframe(1).f_back  # the caller of the stop() that asks
-        while frame is not None:
-            if frame.f_code is _STOP_CODE and frame.f_locals.get("self") is self:
-                return True
-            frame = frame.f_back
-        return False
+    def wait_closed(self) -> None:
+        """After request_stop(): return once every socket is closed (not on the I/O thread).
+        A listener that never started is closed here and now."""
+        if self._thread.ident is None:
+            self._shutdown()
+        else:
+            self._thread.join()
 
-    def _on_launch(self, args: Tuple[str, ...], cwd: Optional[str], pid: Optional[int],
-                   framed: bool) -> Decision:
-        """A complete launch, on the listener's thread: count it, queue it, decide its answer."""
-        assert self._listener is not None
-        admission = self._policy(self.clients, args)
-        self.clients = admission.clients
-        reason, detail, item = admission.reason, admission.detail, None
-        if admission.keep:
-            item = self.dispatcher.submit(args, cwd or None, pid, admission.final,
-                                          self._listener.complete if framed else None)
-            observed = self.dispatcher.observer_count() > 0
-            if item is None and not observed:
-                # 2.0.0's scripts that never trace(): the launch is done with, as it was there
-                waiting = len(self.dispatcher.pending())
-                reason, detail = Reason.IGNORED, "no observer is registered and the queue that " \
-                    "keeps launches for one is full (%d launches)" % waiting
-                _log.warning(self._verbose, "no observer is registered and %d launches wait for "
-                             "one; launch ignored", waiting)
-            elif item is None:
-                reason, detail = Reason.REJECTED, "the running instance's queue is full"
-                _log.warning(self._verbose, "queue full (%d launches); launch refused",
-                             len(self.dispatcher.pending()))
-            elif (not observed
-                  and time.monotonic() - self._started >= self.tuning.trace_grace):
-                item = None  # no observer to wait for: answer "queued" at once
-        if admission.final:
-            # release_threshold: deliver this launch, then stop (the dispatcher calls stop()
-            # once it is delivered); should the observers be slow or absent, the port goes
-            # after delivery_wait all the same. No delivery to wait for: stop now.
-            if item is None:
-                self.stop()
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # already closed by a finished thread, or the pipe is full: fine
+            pass
+
+    # -- the I/O thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stop_requested and not (
+                    self._draining and not self._conns and not self.listening):
+                self._select(self._next_timeout())
+                now = time.monotonic()
+                self._expire(now)
+                if self._accept_again_at is not None and now >= self._accept_again_at:
+                    self._accept_again_at = None
+                    self._resume_accepting()
+                if self._close_at is not None and now >= self._close_at:
+                    self._close_at = None
+                    self._close_listening()
+        except BaseException:  # noqa: BLE001 - a bug here must not leave the port held by a dead thread
+            self._close_listening()  # first: the port is never held by a thread that is gone
+            _log.warning(self._verbose, "listener failed; releasing the port", exc_info=True)
+            self._stop_requested = True
+            try:
+                self._on_failure()
+            except BaseException:  # noqa: BLE001 - the shutdown below must run all the same
+                pass
+        finally:
+            self._shutdown()
+
+    def _select(self, timeout: Optional[float]) -> None:
+        """The one place that calls the handlers: wait, then serve what is ready."""
+        for key, mask in self._selector.select(timeout):
+            if isinstance(key.data, _Connection):
+                self._serve(key.data, mask)
             else:
-                self._listener.drain()
-        return reason, detail, item
+                key.data(mask)
+        self._handle_completed()
+
+    def _next_timeout(self) -> Optional[float]:
+        deadlines = [conn.deadline for conn in self._conns]
+        for moment in (self._accept_again_at, self._close_at):
+            if moment is not None:
+                deadlines.append(moment)
+        if not deadlines:
+            return None  # idle: sleep until a peer or a wake-up arrives
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _drain_wakeups(self, mask: int) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _accept(self, mask: int) -> None:
+        while len(self._conns) < self._max_connections and self.listening:
+            try:
+                sock, peer = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                if err.errno in _OUT_OF_RESOURCES:
+                    # The peer stays in the backlog; retrying at once would spin.
+                    _log.warning(self._verbose, "accept failed (%s); pausing %.1f s",
+                                 err, self._tuning.accept_backoff)
+                    self._back_off()
+                else:  # e.g. ECONNABORTED: that peer only
+                    _log.warning(self._verbose, "accept failed: %s", err)
+                return
+            try:
+                sock.setblocking(False)
+                conn = _Connection(sock, peer, self._protocol.connection())
+                self._selector.register(sock, selectors.EVENT_READ, conn)
+            except Exception as err:  # noqa: BLE001 - e.g. ENOMEM from epoll: this peer only
+                _log.warning(self._verbose, "could not serve a peer (%r); dropped", err)
+                _net.close_quietly(sock)
+                self._back_off()
+                return
+            self._conns.add(conn)
+            self._apply(conn, conn.machine.opened())
+        self._pause_accepting()
+
+    def _back_off(self) -> None:
+        self._pause_accepting()
+        self._accept_again_at = time.monotonic() + self._tuning.accept_backoff
+
+    def _pause_accepting(self) -> None:
+        if self._accepting and self.listening:
+            self._accepting = False
+            self._unregister(self._sock)
+
+    def _resume_accepting(self) -> None:
+        if (not self._accepting and self.listening and not self._draining
+                and self._accept_again_at is None):
+            try:
+                self._selector.register(self._sock, selectors.EVENT_READ, self._accept)
+            except OSError as err:  # ENOMEM, ENOSPC from epoll: try again a little later
+                _log.warning(self._verbose, "could not resume accepting (%s)", err)
+                self._accept_again_at = time.monotonic() + self._tuning.accept_backoff
+                return
+            self._accepting = True
+
+    def _unregister(self, sock: socket.socket) -> None:
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError, OSError):  # not registered, or closed under us
+            pass
+
+    def _close_listening(self) -> None:
+        if self.listening:
+            if self._accepting:
+                self._accepting = False
+                self._unregister(self._sock)
+            _net.close_quietly(self._sock)
+
+    # -- one peer ---------------------------------------------------------------------------
+
+    def _serve(self, conn: _Connection, mask: int) -> None:
+        try:
+            if mask & selectors.EVENT_WRITE:
+                self._flush(conn)
+                return
+            try:
+                data = conn.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                self._apply(conn, conn.machine.failed("connection failed (%s); dropped", err))
+                return
+            if data:
+                self._apply(conn, conn.machine.receive(data))
+            else:
+                conn.peer_closed = True
+                self._apply(conn, conn.machine.closed())
+        except Exception:  # noqa: BLE001 - whatever one peer causes, only that peer is dropped
+            _log.warning(self._verbose, "peer %s: failed; dropped", conn.peer, exc_info=True)
+            self._forget(conn)
+
+    def _apply(self, conn: _Connection, effects: List[_protocol.Effect]) -> None:
+        """Do what the connection's machine asked."""
+        for effect in effects:
+            if conn not in self._conns:
+                return  # dropped meanwhile (a failed write): the rest is moot
+            kind = effect[0]
+            if kind == _protocol.SEND:
+                conn.out += effect[1]  # type: ignore[operator]
+                self._flush(conn)
+            elif kind == _protocol.TIMER:
+                conn.deadline = time.monotonic() + effect[1]  # type: ignore[operator]
+            elif kind == _protocol.WARN:
+                _log.warning(self._verbose, "peer %s: " + effect[1],  # type: ignore[operator]
+                             conn.peer, *effect[2])  # type: ignore[misc]
+            elif kind == _protocol.DEBUG:
+                _log.debug(self._verbose, "peer %s: " + effect[1],  # type: ignore[operator]
+                           conn.peer, *effect[2])  # type: ignore[misc]
+            elif kind == _protocol.LAUNCH:
+                self._apply(conn, self._launch(conn, effect[1]))  # type: ignore[arg-type]
+            elif kind == _protocol.CLOSE:
+                self._forget(conn)
+
+    def _launch(self, conn: _Connection, launch: _protocol.Launch) -> List[_protocol.Effect]:
+        """Hand a complete launch to the host; the machine answers it."""
+        reason, detail, item = self._on_launch(launch.args, launch.cwd, launch.pid,
+                                               launch.framed)
+        wait = False
+        if item is not None and launch.framed:
+            if item.state == DONE:
+                reason, detail = Reason.DELIVERED, ""
+            else:
+                wait = True
+                conn.item = item
+                self._waiting[item] = (launch.launch_id, conn)
+        return conn.machine.decide(reason, detail, wait)
+
+    def _flush(self, conn: _Connection) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as err:
+            self._apply(conn, conn.machine.failed("could not answer (%s); dropped", err))
+            return
+        conn.out = conn.out[sent:]
+        if conn in self._conns:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
+            self._selector.modify(conn.sock, events, conn)
+
+    def _forget(self, conn: _Connection) -> None:
+        """Close *conn*. Unless the peer closed first, reset it: a host that closes first
+        leaves TIME_WAIT behind on its own port, and the port must be free after release()."""
+        if conn not in self._conns:
+            return
+        self._conns.discard(conn)
+        conn.machine.discard()
+        self._unregister(conn.sock)
+        if not conn.peer_closed:
+            try:
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            except OSError:  # already reset by the peer: nothing to linger over
+                pass
+        _net.close_quietly(conn.sock)
+        self._resume_accepting()
+
+    def _handle_completed(self) -> None:
+        while self._completed:
+            waiting = self._waiting.pop(self._completed.popleft(), None)
+            if waiting is not None:
+                launch_id, conn = waiting
+                self._protocol.delivered(launch_id)
+                if conn in self._conns:
+                    self._apply(conn, conn.machine.delivered())
+
+    def _expire(self, now: float) -> None:
+        for conn in [c for c in self._conns if c.deadline <= now]:
+            self._apply(conn, conn.machine.timed_out())
+
+    def _shutdown(self) -> None:
+        self._close_listening()
+        try:
+            self._handle_completed()
+            for conn in list(self._conns):
+                fate = None
+                if conn.machine.waiting and conn.item is not None:
+                    if self._withdraw(conn.item):
+                        fate = Reason.RETRY
+                    elif conn.item.state == DONE:
+                        fate = Reason.DELIVERED
+                    else:
+                        fate = Reason.QUEUED
+                self._apply(conn, conn.machine.abandon(fate))
+            # Answered clients close first (so no TIME_WAIT is left on the port); wait briefly.
+            grace_end = time.monotonic() + self._tuning.shutdown_grace
+            while self._conns and time.monotonic() < grace_end:
+                self._select(max(0.0, grace_end - time.monotonic()))
+        except Exception:  # noqa: BLE001 - whatever failed, every socket is closed below
+            _log.warning(self._verbose, "shutdown failed; closing every connection",
+                         exc_info=True)
+        finally:
+            for conn in list(self._conns):
+                try:
+                    self._forget(conn)
+                except Exception:  # noqa: BLE001 - the next one is closed all the same
+                    _net.close_quietly(conn.sock)
+            self._conns.clear()
+            self._selector.close()
+            _net.close_quietly(self._wake_r)
+            _net.close_quietly(self._wake_w)
+            _LIVE.discard(self)
+
+    def close_in_forked_child(self) -> None:
+        """In a child made by fork(), this listener's thread does not exist and its sockets
+        are copies: close them, or the port would stay held after the parent lets it go."""
+        for conn in list(self._conns):
+            conn.sock.close()
+        self._conns.clear()
+        for sock in (self._sock, self._wake_r, self._wake_w):
+            sock.close()
+        self._selector.close()
 
 
-_STOP_CODE = Host.stop.__code__
+class _Connection:
+    """One accepted peer as the listener holds it: its socket, what is left to write, when
+    its machine times out next, and the machine itself."""
+
+    __slots__ = ("deadline", "item", "machine", "out", "peer", "peer_closed", "sock")
+
+    def __init__(self, sock: socket.socket, peer: object,
+                 machine: _protocol.HostConnection) -> None:
+        self.sock = sock
+        self.peer = "%s:%s" % tuple(peer[:2]) if isinstance(peer, tuple) else str(peer)
+        self.machine = machine
+        self.out = b""
+        self.deadline = time.monotonic()  # set by the machine's first TIMER
+        self.item: Optional[Pending] = None  # the queued launch whose answer waits
+        self.peer_closed = False

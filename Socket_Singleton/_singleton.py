@@ -5,14 +5,14 @@ import math
 import sys
 
 from . import _client, _errors, _net, _wire
-from ._errors import MultipleSingletonsError
+from ._errors import MultipleSingletonsError, Reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds, and a launch that is turned away never needs it
     from typing import Any, Callable, Iterator, NoReturn, Optional, Tuple
 
-    from ._dispatch import Launch
-    from ._host import Host
+    from ._dispatch import Dispatcher, Launch
+    from ._hosting import Host
     from ._policy import Admission
 
 
@@ -119,14 +119,14 @@ class Socket_Singleton:
                                 self.handoff_timeout, legacy=self.legacy_handoff)
         if isinstance(claimed, _client.Outcome):
             self._turned_away(claimed)
-        from . import _host as hosting  # only a host loads it: a launch turned away never does
+        from . import _hosting  # only a host loads it: a launch turned away never does
 
-        self._host = hosting.Host(claimed, self.verbose, secret, self.timeout, self._policy)
+        self._host = _hosting.Host(claimed, self.verbose, secret, self.timeout, self._policy)
         self.port = self._host.port
 
     def _turned_away(self, outcome: "_client.Outcome") -> "NoReturn":
         where = _net.where(self.address, self.port)
-        if outcome.reason not in (_errors.DELIVERED, _errors.QUEUED, _errors.NOT_SENT):
+        if outcome.reason not in (Reason.DELIVERED, Reason.QUEUED, Reason.NOT_SENT):
             from . import _log  # a quiet launch never loads it
 
             _log.warning(self.verbose, "launch to %s ended %s: %s", where, outcome.reason,
@@ -188,7 +188,7 @@ class Socket_Singleton:
 
     @property
     def _observers(self) -> "_Observers":
-        return _Observers(self)
+        return _Observers(self._host.dispatcher if self._host is not None else None)
 
     def _append_args(self, args: "Tuple[str, ...]") -> None:
         """Handle *args* as if a launch had brought them (not counted in ``clients``); when
@@ -245,12 +245,11 @@ class Socket_Singleton:
 class _Observers:
     """2.0.0's ``_observers`` dict, as far as code written against 2.0.0 used it."""
 
-    def __init__(self, owner: Socket_Singleton) -> None:
-        self._owner = owner
+    def __init__(self, dispatcher: "Optional[Dispatcher]") -> None:
+        self._dispatcher = dispatcher
 
     def _registered(self) -> "Tuple[Callable[..., Any], ...]":
-        host = self._owner._host
-        return host.dispatcher.observers() if host is not None else ()
+        return self._dispatcher.observers() if self._dispatcher is not None else ()
 
     def __len__(self) -> int:
         return len(self._registered())
@@ -262,6 +261,7 @@ class _Observers:
         return observer in self._registered()
 
     def clear(self) -> None:
-        for observer in self._registered():
-            self._owner.untrace(observer)
+        if self._dispatcher is not None:
+            for observer in self._dispatcher.observers():
+                self._dispatcher.untrace(observer)
 

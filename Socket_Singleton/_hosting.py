@@ -1,0 +1,187 @@
+"""The host's life: one owner for its listener, dispatcher and timeout, which it starts and
+stops in one place, in one order. ``Socket_Singleton`` supplies only the policy."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from typing import Callable, Optional, Tuple
+
+from . import _log, _net, _tuning
+from ._dispatch import Dispatcher
+from ._errors import Reason
+from ._host import Decision, Listener
+from ._policy import Admission
+
+# The policy for one launch: (launches counted so far, its arguments) -> Admission. Pure.
+Policy = Callable[[int, Tuple[str, ...]], Admission]
+
+_gcc_s: object = None
+
+
+def prepare_for_exhaustion() -> None:
+    """Load now what the host's failure paths would otherwise load when they run, possibly out
+    of file descriptors: logging, and (CPython 3.7 and 3.8 on glibc) libgcc_s, which those
+    versions' threads need when they end; glibc aborts the process if it cannot load it then."""
+    global _gcc_s
+    _log.prepare()
+    if _gcc_s is None and sys.version_info < (3, 9) and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            _gcc_s = ctypes.CDLL("libgcc_s.so.1")
+        except (ImportError, OSError):  # not glibc, or no ctypes: nothing we can load early
+            _gcc_s = False
+
+
+class Timeout(threading.Thread):
+    """The ``timeout`` countdown: calls *action* after *seconds* unless cancelled first.
+
+    Unlike ``threading.Timer``, ``cancel()`` takes no lock (it releases one), so it can run in
+    a signal handler that interrupted another cancel() on the same thread.
+    """
+
+    def __init__(self, seconds: float, action: Callable[[], None], name: str) -> None:
+        super().__init__(name=name, daemon=False)
+        self._seconds = seconds
+        self._action = action
+        self._gate = threading.Lock()
+        self._gate.acquire()
+
+    def run(self) -> None:
+        if not self._gate.acquire(timeout=self._seconds):
+            self._action()
+
+    def cancel(self) -> None:
+        try:
+            self._gate.release()
+        except RuntimeError:  # cancelled already
+            pass
+
+
+class Host:
+    """Serves the listening socket *sock* until ``stop()``: the one owner of the host's
+    threads (named ``Socket_Singleton-<port>-listener``, ``-dispatch`` and ``-timeout``).
+
+    Made whole or not at all: should the constructor fail, everything it started is stopped
+    and *sock* is closed. ``stop()`` is the one way everything stops, whoever asks: the
+    application (release()), the timeout, the launch that reaches ``release_threshold``, a
+    library thread that failed.
+    """
+
+    def __init__(self, sock: socket.socket, verbose: bool, secret: Optional[str],
+                 timeout: float, policy: Policy) -> None:
+        self.port: int = sock.getsockname()[1]  # the real port when port 0 was asked for
+        self.clients = 0  # launches counted by the policy
+        self._verbose = verbose
+        self._policy = policy
+        self.tuning = _tuning.current  # this host's limits and waits, for its whole life
+        self._started = time.monotonic()
+        self._listener: Optional[Listener] = None
+        self._timer: Optional[Timeout] = None
+        name = "Socket_Singleton-%d" % self.port
+        try:
+            prepare_for_exhaustion()
+            self.dispatcher = Dispatcher(name + "-dispatch", verbose, self.tuning,
+                                         on_final=self.stop, on_failure=self.stop)
+        except BaseException:
+            _net.close_quietly(sock)
+            raise
+        try:
+            self._listener = Listener(sock, name + "-listener", verbose, secret, self.tuning,
+                                      self._on_launch, self.dispatcher.withdraw,
+                                      on_failure=self.stop)
+            if timeout > 0:
+                # Not a daemon: like 2.0.0, the process keeps the port until the timeout
+                # fires even when the main thread ends first. Made before the listener
+                # starts, so that a stop by an early launch (release_threshold) cancels it; a
+                # Timeout that is cancelled before start() ends at once.
+                self._timer = Timeout(timeout, self.stop, name + "-timeout")
+            self._listener.start()
+            if self._timer is not None:
+                _net.start(self._timer)
+        except BaseException:
+            try:
+                self.stop()
+            finally:
+                _net.close_quietly(sock)
+            raise
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None and self._listener.listening
+
+    def stop(self) -> None:
+        """Stop everything, in this order: the timeout; the listener (the port is free, open
+        hand-offs are answered); the dispatcher (observers are forgotten, one that runs gets
+        ``stop_wait`` to return).
+
+        Synchronous and idempotent, from any thread: when it returns, the port is free, except
+        on the listener's own thread (the port is closed, the thread ends right after) and in
+        a signal handler that interrupted a stop() on this thread, which returns at once and
+        leaves the interrupted stop() to finish. Every step takes no lock that an interrupted
+        caller could hold, so a stop() cut short (KeyboardInterrupt) is finished by the next.
+        """
+        nested = self._stopping_on_this_thread()
+        if self._timer is not None:
+            self._timer.cancel()
+        listener = self._listener
+        if listener is not None:
+            listener.request_stop()
+            if not nested and threading.current_thread() is not listener.thread:
+                listener.wait_closed()
+        if nested:
+            self.dispatcher.request_stop()
+        else:
+            self.dispatcher.stop()
+
+    def _stopping_on_this_thread(self) -> bool:
+        # A signal handler that interrupted stop() must not wait for what that stop() waits
+        # for. The stack tells, where a flag set and cleared by stop() could be left stale by
+        # an exception between the two.
+        frame = sys._getframe(1).f_back  # the caller of the stop() that asks
+        while frame is not None:
+            if frame.f_code is _STOP_CODE and frame.f_locals.get("self") is self:
+                return True
+            frame = frame.f_back
+        return False
+
+    def _on_launch(self, args: Tuple[str, ...], cwd: Optional[str], pid: Optional[int],
+                   framed: bool) -> Decision:
+        """A complete launch, on the listener's thread: count it, queue it, decide its answer."""
+        assert self._listener is not None
+        admission = self._policy(self.clients, args)
+        self.clients = admission.clients
+        reason, detail, item = admission.reason, admission.detail, None
+        if admission.keep:
+            item = self.dispatcher.submit(args, cwd or None, pid, admission.final,
+                                          self._listener.complete if framed else None)
+            observed = self.dispatcher.observer_count() > 0
+            if item is None and not observed:
+                # 2.0.0's scripts that never trace(): the launch is done with, as it was there
+                waiting = len(self.dispatcher.pending())
+                reason, detail = Reason.IGNORED, "no observer is registered and the queue that " \
+                    "keeps launches for one is full (%d launches)" % waiting
+                _log.warning(self._verbose, "no observer is registered and %d launches wait for "
+                             "one; launch ignored", waiting)
+            elif item is None:
+                reason, detail = Reason.REJECTED, "the running instance's queue is full"
+                _log.warning(self._verbose, "queue full (%d launches); launch refused",
+                             len(self.dispatcher.pending()))
+            elif (not observed
+                  and time.monotonic() - self._started >= self.tuning.trace_grace):
+                item = None  # no observer to wait for: answer "queued" at once
+        if admission.final:
+            # release_threshold: deliver this launch, then stop (the dispatcher calls stop()
+            # once it is delivered); should the observers be slow or absent, the port goes
+            # after delivery_wait all the same. No delivery to wait for: stop now.
+            if item is None:
+                self.stop()
+            else:
+                self._listener.drain()
+        return reason, detail, item
+
+
+_STOP_CODE = Host.stop.__code__
