@@ -29,14 +29,8 @@ class ProcessTestCase(unittest.TestCase):
     def start(self, args=(), app_config=None):
         """A launch whose output is collected later with finish(); always ended by the test."""
         proc = support.launch(args, app_config)
-        self.addCleanup(self._end, proc)
+        self.addCleanup(support.kill, proc)
         return proc
-
-    @staticmethod
-    def _end(proc):
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
     def finish(self, proc):
         """Wait for a launch started with start(); returns (returncode, events, stderr)."""
@@ -131,7 +125,7 @@ class TestArgumentPassing(ProcessTestCase, support.ThreadLeakCheck):
         args = ["alpha", "with space", "", "--flag=1", "ünï", "-"]
         with tempfile.TemporaryDirectory() as cwd:
             proc = support.launch(args, config(port), cwd=cwd)
-            self.addCleanup(self._end, proc)
+            self.addCleanup(support.kill, proc)
             code, _, err = self.finish(proc)
             self.assertEqual(code, 0, err)
             event = host.wait_for("launch")
