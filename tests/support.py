@@ -91,11 +91,33 @@ def free_port(address="127.0.0.1"):
         return sock.getsockname()[1]
 
 
+def open_fds():
+    """How many file descriptors this process has open, or None where that cannot be known:
+    Linux counts /proc/self/fd. (A Windows Python under Wine sees Wine's own descriptors
+    there, which come and go: no measure of ours.)"""
+    if os.name != "posix" or not os.path.isdir("/proc/self/fd"):
+        return None
+    return len(os.listdir("/proc/self/fd"))
+
+
+# -- launches and hosts in real processes (test_app.py) -------------------------------------------
+
 def app_env(config):
     env = dict(os.environ)
     env["SS_TEST_CONFIG"] = json.dumps(config)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def config(port, **kwargs):
+    """test_app's configuration for a launch (or host) on *port* with these constructor kwargs."""
+    return {"kwargs": dict(kwargs, port=port)}
+
+
+def client_config(port, **kwargs):
+    """test_app config for a launch that reports its outcome (strict=False unless given)."""
+    kwargs.setdefault("strict", False)
+    return config(port, **kwargs)
 
 
 def launch(args=(), config=None, cwd=None, **popen):
@@ -153,6 +175,35 @@ def decode_args(event):
     return [bytes.fromhex(arg) for arg in event["args"]]
 
 
+def run_concurrently(launches):
+    """Start every ``(args, config)`` launch at once, then wait for each; returns
+    ``[(returncode, events, stderr), ...]`` in order."""
+    procs = [launch(args, config) for args, config in launches]
+    results = []
+    for proc in procs:
+        out, err = communicate(proc)
+        events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+        results.append((proc.returncode, events, text(err)))
+    return results
+
+
+def turned_away(test, args, port, **kwargs):
+    """Run a strict=False launch to completion; returns its "turned-away" event."""
+    code, events, err = run_client(args, client_config(port, **kwargs))
+    test.assertEqual(code, 3, "the launch did not report an outcome: %r %s" % (events, err))
+    test.assertEqual([e["event"] for e in events], ["turned-away"], err)
+    return events[0]
+
+
+def assert_strict_failure(test, code, events, err):
+    """A strict launch that was not delivered: exit status 1, one clear line on stderr."""
+    test.assertEqual(code, 1, err)
+    test.assertEqual(events, [])
+    lines = err.strip().splitlines()
+    test.assertEqual(len(lines), 1, "expected one line on stderr, got: %r" % err)
+    test.assertTrue(lines[0].startswith("Socket_Singleton: "), lines[0])
+
+
 class AppProcess:
     """A test_app.py process read line by line on a thread of its own."""
 
@@ -199,6 +250,16 @@ class AppProcess:
         """End the process by its own handle, whatever state it is in."""
         end_by_stdin(self.proc)
         self._reader.join(WAIT)
+
+
+def start_host(test, config=None, args=()):
+    """Start an app that becomes the host; cleaned up when *test* ends. Returns (app, port);
+    ``app.host_pid`` is the process id the host reported."""
+    app = AppProcess(args, config)
+    test.addCleanup(app.stop)
+    event = app.wait_for("host")
+    app.host_pid = event["pid"]
+    return app, event["port"]
 
 
 class LineProcess:
@@ -279,14 +340,120 @@ class LineProcess:
         self.proc.stdout.close()
 
 
-def start_host(test, config=None, args=()):
-    """Start an app that becomes the host; cleaned up when *test* ends. Returns (app, port);
-    ``app.host_pid`` is the process id the host reported."""
-    app = AppProcess(args, config)
-    test.addCleanup(app.stop)
-    event = app.wait_for("host")
-    app.host_pid = event["pid"]
-    return app, event["port"]
+class Result:
+    """How one run of the command line ended."""
+
+    def __init__(self, pid, code, out, err):
+        self.pid, self.code, self.out, self.err = pid, code, out, err
+
+    def __repr__(self):
+        return "<exit %s, stdout %r, stderr %r>" % (self.code, self.out, self.err)
+
+
+def cli(*args, cwd=ROOT, env=None, unset=()):
+    """Run ``python -m Socket_Singleton ARGS`` to completion with the checkout on sys.path."""
+    environ = app_env({})
+    environ.update(env or {})
+    for name in unset:
+        environ.pop(name, None)
+    proc = subprocess.Popen([sys.executable, "-m", "Socket_Singleton", *args], cwd=cwd,
+                            env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    out, err = communicate(proc)
+    return Result(proc.pid, proc.returncode, text(out), text(err))
+
+
+# -- the library's timing and size knobs ----------------------------------------------------------
+
+# Every knob a test may turn, and where it lives for now: the module global it sets. Tests name
+# knobs, never modules or globals, so only this table changes when the library moves them.
+_KNOBS = {
+    "delivery_wait": ("_host", "DELIVERY_WAIT"),
+    "peer_deadline": ("_host", "PEER_DEADLINE"),
+    "max_message_size": ("_host", "MAX_MESSAGE_SIZE"),
+    "max_buffered": ("_host", "MAX_BUFFERED"),
+    "max_connections": ("_host", "MAX_CONNECTIONS"),
+    "shutdown_grace": ("_host", "SHUTDOWN_GRACE"),
+    "accept_backoff": ("_host", "ACCEPT_BACKOFF"),
+    "max_pending": ("_dispatch", "MAX_PENDING"),
+    "max_pending_bytes": ("_dispatch", "MAX_PENDING_BYTES"),
+    "trace_grace": ("_singleton", "TRACE_GRACE"),
+    "compat_wait": ("_singleton", "COMPAT_WAIT"),
+}
+
+
+def _knob(name):
+    """The module and attribute of knob *name*; TypeError for a name that is no knob."""
+    try:
+        module, attribute = _KNOBS[name]
+    except KeyError:
+        raise TypeError("unknown knob %r (known: %s)" % (name, ", ".join(sorted(_KNOBS)))) \
+            from None
+    return importlib.import_module("Socket_Singleton." + module), attribute
+
+
+class tuned:  # a lower-case name: used like a function, ``with support.tuned(...):``
+    """The library's knobs set to these values (e.g. ``delivery_wait=0.05``), restored on
+    exit: ``with support.tuned(delivery_wait=0.05, trace_grace=0): ...``. An unknown knob
+    raises TypeError at once. In setUp, use ``tune(self, ...)`` instead."""
+
+    def __init__(self, **knobs):
+        self._targets = [(_knob(name), value) for name, value in knobs.items()]
+        self._stack = None
+
+    def __enter__(self):
+        if self._stack is not None:
+            raise RuntimeError("tuned() is not reentrant")
+        with contextlib.ExitStack() as stack:
+            for (module, attribute), value in self._targets:
+                stack.enter_context(mock.patch.object(module, attribute, value))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc_info):
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+        return False
+
+
+def tune(test, **knobs):
+    """``tuned(**knobs)`` from now until *test* ends (for setUp)."""
+    context = tuned(**knobs)
+    context.__enter__()
+    test.addCleanup(context.__exit__, None, None, None)
+
+
+def knob(name):
+    """The value knob *name* has now."""
+    module, attribute = _knob(name)
+    return getattr(module, attribute)
+
+
+def app_knobs(**knobs):
+    """test_app.py's ``"patch"`` configuration that sets these knobs in the app's process."""
+    patch = {}
+    for name, value in knobs.items():
+        module, attribute = _knob(name)
+        patch["%s.%s" % (module.__name__.rpartition(".")[2], attribute)] = value
+    return patch
+
+
+# -- hosts and launches in this process -----------------------------------------------------------
+
+class ThreadLeakCheck(unittest.TestCase):
+    """Fails a test that leaves a Socket_Singleton thread behind."""
+
+    def setUp(self):
+        super().setUp()
+        self._threads_before = set(threading.enumerate())
+        self.addCleanup(self._check_threads)
+
+    def _check_threads(self):
+        for thread in set(threading.enumerate()) - self._threads_before:
+            if thread.name.startswith("Socket_Singleton"):
+                thread.join(WAIT)
+                self.assertFalse(thread.is_alive(), "thread %s leaked" % thread.name)
 
 
 class Collector:
@@ -313,82 +480,27 @@ class Collector:
             return [call[0] for call in self.calls]
 
 
-def read_exactly(sock, size):
-    """Read exactly *size* bytes from *sock*; fails if the peer closes first."""
-    sock.settimeout(WAIT)
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise AssertionError("the peer closed after %r" % data)
-        data += chunk
-    return data
+def in_process_host(test, observer=None, **kwargs):
+    """A host in this process (on an ephemeral port unless *port* is given), released when
+    *test* ends; *observer*, if given, is traced."""
+    kwargs.setdefault("port", 0)
+    host = Socket_Singleton(**kwargs)
+    test.addCleanup(host.release)
+    if observer is not None:
+        host.trace(observer)
+    return host
 
 
-def read_frame(sock):
-    """Read one frame the host sends a framed peer: ``(kind, payload)``."""
-    sock.settimeout(WAIT)
-    buf = b""
-    while True:
-        found = _wire.split_frame(buf, 1 << 20)
-        if found is not None:
-            return found[0], found[1]
-        data = sock.recv(65536)
-        if not data:
-            raise AssertionError("the host closed the connection without a frame")
-        buf += data
+class HostTestCase(ThreadLeakCheck):
+    """Helpers for tests that run a host in this process."""
 
+    def host(self, **kwargs):
+        return in_process_host(self, **kwargs)
 
-def read_banner(sock):
-    """Read the host's banner, which answers the preamble; fails on anything else."""
-    banner = read_exactly(sock, len(_wire.BANNER))
-    if banner != _wire.BANNER:
-        raise AssertionError("the host answered the preamble with %r" % banner)
-
-
-def raw_handshake(sock, nonce=None):
-    """Be a framed client on connected *sock*: the preamble alone, the host's banner, then a
-    hello with *nonce* (random by default). Returns the host's answer ``(kind, payload)``:
-    a welcome, or an acknowledgement (a host that is releasing answers "retry")."""
-    sock.sendall(_wire.PREAMBLE)
-    read_banner(sock)
-    sock.sendall(_wire.frame(_wire.HELLO, nonce or os.urandom(_wire.NONCE_SIZE)))
-    return read_frame(sock)
-
-
-def send_raw(port, data, address="127.0.0.1"):
-    """Be a raw 2.0.0-style client: connect, send, close, never read. Returns the
-    "peer ADDRESS:PORT:" with which the host logs what it makes of this peer."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family) as sock:
-        sock.settimeout(WAIT)
-        sock.connect((address, port))
-        sock.sendall(data)
-        return "peer %s:%d:" % sock.getsockname()[:2]
-
-
-class ThreadLeakCheck(unittest.TestCase):
-    """Fails a test that leaves a Socket_Singleton thread behind."""
-
-    def setUp(self):
-        super().setUp()
-        self._threads_before = set(threading.enumerate())
-        self.addCleanup(self._check_threads)
-
-    def _check_threads(self):
-        for thread in set(threading.enumerate()) - self._threads_before:
-            if thread.name.startswith("Socket_Singleton"):
-                thread.join(WAIT)
-                self.assertFalse(thread.is_alive(), "thread %s leaked" % thread.name)
-
-
-def open_fds():
-    """How many file descriptors this process has open, or None where that cannot be known:
-    Linux counts /proc/self/fd. (A Windows Python under Wine sees Wine's own descriptors
-    there, which come and go: no measure of ours.)"""
-    if os.name != "posix" or not os.path.isdir("/proc/self/fd"):
-        return None
-    return len(os.listdir("/proc/self/fd"))
+    def collector(self, app, *args, **kwargs):
+        collector = Collector()
+        app.trace(collector, *args, **kwargs)
+        return collector
 
 
 def hand_off(port, args=(), address="127.0.0.1", **kwargs):
@@ -412,6 +524,27 @@ def assert_port_free(test, port, address="127.0.0.1"):
             sock.bind((address, port))
         except OSError as err:
             test.fail("port %d is not free: %s" % (port, err))
+
+
+def library_threads(port=None):
+    """The library's threads that run now (of the host on *port*, if given)."""
+    prefix = "Socket_Singleton" if port is None else "Socket_Singleton-%d-" % port
+    return [t for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+def library_thread(port, role):
+    """The host's thread "Socket_Singleton-<port>-<role>", or None once it is gone."""
+    name = "Socket_Singleton-%d-%s" % (port, role)
+    return next((t for t in threading.enumerate() if t.name == name), None)
+
+
+def join_library_threads(test, port, *roles):
+    """Wait (bounded) until the host's threads of *roles* have ended."""
+    for role in roles:
+        thread = library_thread(port, role)
+        if thread is not None:
+            thread.join(WAIT)
+            test.assertFalse(thread.is_alive(), "%s still runs" % thread.name)
 
 
 class LogWatcher(logging.Handler):
@@ -459,6 +592,190 @@ class LogWatcher(logging.Handler):
                                      % (text, [r.getMessage() for r in self.records]))
             return find()
 
+
+# -- raw peers of a host --------------------------------------------------------------------------
+
+def connect(port, address="127.0.0.1"):
+    """A connected socket to *port* that waits at most WAIT; the caller closes it."""
+    sock = socket.create_connection((address, port), WAIT)
+    sock.settimeout(WAIT)
+    return sock
+
+
+def reset(sock):
+    """Close *sock* with an RST instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def wait_closed(sock):
+    """Block until the host closes or resets *sock*; fails if it sends data instead."""
+    try:
+        data = sock.recv(65536)
+    except ConnectionResetError:
+        return
+    if data:
+        raise AssertionError("the host sent %r" % data[:100])
+
+
+def shut_write(sock):
+    """End a plain message; the host may already have reset an oversize one."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError as err:
+        if err.errno not in (errno.ENOTCONN, errno.ECONNRESET):
+            raise
+
+
+def read_exactly(sock, size):
+    """Read exactly *size* bytes from *sock*; fails if the peer closes first."""
+    sock.settimeout(WAIT)
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise AssertionError("the peer closed after %r" % data)
+        data += chunk
+    return data
+
+
+def read_frame(sock):
+    """Read one frame the host sends a framed peer: ``(kind, payload)``."""
+    sock.settimeout(WAIT)
+    buf = b""
+    while True:
+        found = _wire.split_frame(buf, 1 << 20)
+        if found is not None:
+            return found[0], found[1]
+        data = sock.recv(65536)
+        if not data:
+            raise AssertionError("the host closed the connection without a frame")
+        buf += data
+
+
+def read_banner(sock):
+    """Read the host's banner, which answers the preamble; fails on anything else."""
+    banner = read_exactly(sock, len(_wire.BANNER))
+    if banner != _wire.BANNER:
+        raise AssertionError("the host answered the preamble with %r" % banner)
+
+
+def raw_handshake(sock, nonce=None):
+    """Be a framed client on connected *sock*: the preamble alone, the host's banner, then a
+    hello with *nonce* (random by default). Returns the host's answer ``(kind, payload)``:
+    a welcome, or an acknowledgement (a host that is releasing answers "retry")."""
+    sock.sendall(_wire.PREAMBLE)
+    read_banner(sock)
+    sock.sendall(_wire.frame(_wire.HELLO, nonce or os.urandom(_wire.NONCE_SIZE)))
+    return read_frame(sock)
+
+
+def hello(port):
+    """A framed peer that has said hello and read the host's welcome; the caller closes it."""
+    peer = connect(port)
+    try:
+        kind, _ = raw_handshake(peer)
+    except BaseException:
+        peer.close()
+        raise
+    if kind != _wire.WELCOME:
+        peer.close()
+        raise AssertionError("the host answered the hello with %r" % kind)
+    return peer
+
+
+def launch_on(peer, args):
+    """Send a framed launch (no secret) on *peer*, which has had its welcome; returns the
+    acknowledgement as ``(status, detail)``."""
+    peer.sendall(_wire.encode_launch(b"", os.urandom(_wire.ID_SIZE), os.getpid(), os.getcwd(),
+                                     tuple(args)))
+    kind, payload = read_frame(peer)
+    if kind != _wire.ACK:
+        raise AssertionError("expected an acknowledgement, got %r" % kind)
+    return payload[:1], payload[1:].decode("utf-8", "replace")
+
+
+def send_raw(port, data, address="127.0.0.1"):
+    """Be a raw 2.0.0-style client: connect, send, close, never read. Returns the
+    "peer ADDRESS:PORT:" with which the host logs what it makes of this peer."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.settimeout(WAIT)
+        sock.connect((address, port))
+        sock.sendall(data)
+        return "peer %s:%d:" % sock.getsockname()[:2]
+
+
+def raw_exchange(port, data, shutdown=True):
+    """Be a raw peer: send *data*, shut down our side (unless told not to), then read until
+    the host closes. Returns ``(bytes the host wrote, how it ended)``; the end is "eof" or
+    "reset". Fails if the host keeps the connection open beyond WAIT."""
+    received = bytearray()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(WAIT)
+        sock.connect(("127.0.0.1", port))
+        try:
+            sock.sendall(data)
+            if shutdown:
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError:  # ENOTCONN: the host has already reset the connection
+                    return b"", "reset"
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return bytes(received), "eof"
+                received += chunk
+        except socket.timeout:
+            raise AssertionError("the host kept a raw connection open for %s s (sent %r...)"
+                                 % (WAIT, data[:40])) from None
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+            return bytes(received), "reset"
+
+
+_HOLD = """
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+peers = [socket.create_connection(("127.0.0.1", port), 30) for _ in range(count)]
+print("connected", flush=True)
+sys.stdin.read()
+"""
+
+
+def hold_connections(test, port, count):
+    """A process that holds *count* idle connections to *port* until ``end_by_stdin()`` (in a
+    process of its own, so that this one stays below select()'s descriptor numbers limit, 1024,
+    on POSIX); returns its Popen once all are connected. Ended when *test* ends."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(port), str(count)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    test.addCleanup(end_by_stdin, holder)
+    test.assertEqual(text(holder.stdout.readline()), "connected\n")
+    return holder
+
+
+def counting_selector(limit=None):
+    """A selectors.SelectSelector class of its own (for ``selectors.DefaultSelector``) whose
+    ``largest`` is the largest set select() was given so far; its Condition ``changed`` is
+    notified at each call. With *limit*, a larger set raises ValueError, as select() does on
+    Windows, where CPython's FD_SETSIZE is 512."""
+
+    class CountingSelect(selectors.SelectSelector):
+        largest = 0
+        changed = threading.Condition()
+
+        def _select(self, r, w, x, timeout=None):
+            cls = type(self)
+            with cls.changed:
+                cls.largest = max(cls.largest, len(r), len(w))
+                cls.changed.notify_all()
+            if limit is not None and (len(r) > limit or len(w) > limit):
+                raise ValueError("too many file descriptors in select()")
+            return super()._select(r, w, x, timeout)
+
+    return CountingSelect
+
+
+# -- programs on the port that are not Socket_Singleton hosts -------------------------------------
 
 def recv_exactly(conn, size, record):
     data = bytearray()
@@ -542,324 +859,6 @@ class FakeServer:
             for needle in needles:
                 test.assertFalse(needle in record, "the server received %r" % needle)
 
-
-def config(port, **kwargs):
-    """test_app's configuration for a launch (or host) on *port* with these constructor kwargs."""
-    return {"kwargs": dict(kwargs, port=port)}
-
-
-
-# -- the library's timing and size knobs ---------------------------------------------------------
-
-# Every knob a test may turn, and where it lives for now: the module global it sets. Tests name
-# knobs, never modules or globals, so only this table changes when the library moves them.
-_KNOBS = {
-    "delivery_wait": ("_host", "DELIVERY_WAIT"),
-    "peer_deadline": ("_host", "PEER_DEADLINE"),
-    "max_message_size": ("_host", "MAX_MESSAGE_SIZE"),
-    "max_buffered": ("_host", "MAX_BUFFERED"),
-    "max_connections": ("_host", "MAX_CONNECTIONS"),
-    "shutdown_grace": ("_host", "SHUTDOWN_GRACE"),
-    "accept_backoff": ("_host", "ACCEPT_BACKOFF"),
-    "max_pending": ("_dispatch", "MAX_PENDING"),
-    "max_pending_bytes": ("_dispatch", "MAX_PENDING_BYTES"),
-    "trace_grace": ("_singleton", "TRACE_GRACE"),
-    "compat_wait": ("_singleton", "COMPAT_WAIT"),
-}
-
-
-def _knob(name):
-    """The module and attribute of knob *name*; TypeError for a name that is no knob."""
-    try:
-        module, attribute = _KNOBS[name]
-    except KeyError:
-        raise TypeError("unknown knob %r (known: %s)" % (name, ", ".join(sorted(_KNOBS)))) \
-            from None
-    return importlib.import_module("Socket_Singleton." + module), attribute
-
-
-class tuned:  # a lower-case name: used like a function, ``with support.tuned(...):``
-    """The library's knobs set to these values (e.g. ``delivery_wait=0.05``), restored on
-    exit: ``with support.tuned(delivery_wait=0.05, trace_grace=0): ...``. An unknown knob
-    raises TypeError at once. In setUp, use ``tune(self, ...)`` instead."""
-
-    def __init__(self, **knobs):
-        self._targets = [(_knob(name), value) for name, value in knobs.items()]
-        self._stack = None
-
-    def __enter__(self):
-        if self._stack is not None:
-            raise RuntimeError("tuned() is not reentrant")
-        with contextlib.ExitStack() as stack:
-            for (module, attribute), value in self._targets:
-                stack.enter_context(mock.patch.object(module, attribute, value))
-            self._stack = stack.pop_all()
-        return self
-
-    def __exit__(self, *exc_info):
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            stack.close()
-        return False
-
-
-def tune(test, **knobs):
-    """``tuned(**knobs)`` from now until *test* ends (for setUp)."""
-    context = tuned(**knobs)
-    context.__enter__()
-    test.addCleanup(context.__exit__, None, None, None)
-
-
-def knob(name):
-    """The value knob *name* has now."""
-    module, attribute = _knob(name)
-    return getattr(module, attribute)
-
-
-def app_knobs(**knobs):
-    """test_app.py's ``"patch"`` configuration that sets these knobs in the app's process."""
-    patch = {}
-    for name, value in knobs.items():
-        module, attribute = _knob(name)
-        patch["%s.%s" % (module.__name__.rpartition(".")[2], attribute)] = value
-    return patch
-
-
-# -- hosts in this process -----------------------------------------------------------------------
-
-def in_process_host(test, observer=None, **kwargs):
-    """A host in this process (on an ephemeral port unless *port* is given), released when
-    *test* ends; *observer*, if given, is traced."""
-    kwargs.setdefault("port", 0)
-    host = Socket_Singleton(**kwargs)
-    test.addCleanup(host.release)
-    if observer is not None:
-        host.trace(observer)
-    return host
-
-
-class HostTestCase(ThreadLeakCheck):
-    """Helpers for tests that run a host in this process."""
-
-    def host(self, **kwargs):
-        return in_process_host(self, **kwargs)
-
-    def collector(self, app, *args, **kwargs):
-        collector = Collector()
-        app.trace(collector, *args, **kwargs)
-        return collector
-
-
-def library_threads(port=None):
-    """The library's threads that run now (of the host on *port*, if given)."""
-    prefix = "Socket_Singleton" if port is None else "Socket_Singleton-%d-" % port
-    return [t for t in threading.enumerate() if t.name.startswith(prefix)]
-
-
-def library_thread(port, role):
-    """The host's thread "Socket_Singleton-<port>-<role>", or None once it is gone."""
-    name = "Socket_Singleton-%d-%s" % (port, role)
-    return next((t for t in threading.enumerate() if t.name == name), None)
-
-
-def join_library_threads(test, port, *roles):
-    """Wait (bounded) until the host's threads of *roles* have ended."""
-    for role in roles:
-        thread = library_thread(port, role)
-        if thread is not None:
-            thread.join(WAIT)
-            test.assertFalse(thread.is_alive(), "%s still runs" % thread.name)
-
-
-# -- raw peers of a host -------------------------------------------------------------------------
-
-def connect(port, address="127.0.0.1"):
-    """A connected socket to *port* that waits at most WAIT; the caller closes it."""
-    sock = socket.create_connection((address, port), WAIT)
-    sock.settimeout(WAIT)
-    return sock
-
-
-def reset(sock):
-    """Close *sock* with an RST instead of a FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-def wait_closed(sock):
-    """Block until the host closes or resets *sock*; fails if it sends data instead."""
-    try:
-        data = sock.recv(65536)
-    except ConnectionResetError:
-        return
-    if data:
-        raise AssertionError("the host sent %r" % data[:100])
-
-
-def shut_write(sock):
-    """End a plain message; the host may already have reset an oversize one."""
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError as err:
-        if err.errno not in (errno.ENOTCONN, errno.ECONNRESET):
-            raise
-
-
-def hello(port):
-    """A framed peer that has said hello and read the host's welcome; the caller closes it."""
-    peer = connect(port)
-    try:
-        kind, _ = raw_handshake(peer)
-    except BaseException:
-        peer.close()
-        raise
-    if kind != _wire.WELCOME:
-        peer.close()
-        raise AssertionError("the host answered the hello with %r" % kind)
-    return peer
-
-
-def launch_on(peer, args):
-    """Send a framed launch (no secret) on *peer*, which has had its welcome; returns the
-    acknowledgement as ``(status, detail)``."""
-    peer.sendall(_wire.encode_launch(b"", os.urandom(_wire.ID_SIZE), os.getpid(), os.getcwd(),
-                                     tuple(args)))
-    kind, payload = read_frame(peer)
-    if kind != _wire.ACK:
-        raise AssertionError("expected an acknowledgement, got %r" % kind)
-    return payload[:1], payload[1:].decode("utf-8", "replace")
-
-
-def raw_exchange(port, data, shutdown=True):
-    """Be a raw peer: send *data*, shut down our side (unless told not to), then read until
-    the host closes. Returns ``(bytes the host wrote, how it ended)``; the end is "eof" or
-    "reset". Fails if the host keeps the connection open beyond WAIT."""
-    received = bytearray()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(WAIT)
-        sock.connect(("127.0.0.1", port))
-        try:
-            sock.sendall(data)
-            if shutdown:
-                try:
-                    sock.shutdown(socket.SHUT_WR)
-                except OSError:  # ENOTCONN: the host has already reset the connection
-                    return b"", "reset"
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return bytes(received), "eof"
-                received += chunk
-        except socket.timeout:
-            raise AssertionError("the host kept a raw connection open for %s s (sent %r...)"
-                                 % (WAIT, data[:40])) from None
-        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
-            return bytes(received), "reset"
-
-
-_HOLD = """
-import socket, sys
-port, count = int(sys.argv[1]), int(sys.argv[2])
-peers = [socket.create_connection(("127.0.0.1", port), 30) for _ in range(count)]
-print("connected", flush=True)
-sys.stdin.read()
-"""
-
-
-def hold_connections(test, port, count):
-    """A process that holds *count* idle connections to *port* until ``end_by_stdin()`` (in a
-    process of its own, so that this one stays below select()'s descriptor numbers limit, 1024,
-    on POSIX); returns its Popen once all are connected. Ended when *test* ends."""
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(port), str(count)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    test.addCleanup(end_by_stdin, holder)
-    test.assertEqual(text(holder.stdout.readline()), "connected\n")
-    return holder
-
-
-def counting_selector(limit=None):
-    """A selectors.SelectSelector class of its own (for ``selectors.DefaultSelector``) whose
-    ``largest`` is the largest set select() was given so far; its Condition ``changed`` is
-    notified at each call. With *limit*, a larger set raises ValueError, as select() does on
-    Windows, where CPython's FD_SETSIZE is 512."""
-
-    class CountingSelect(selectors.SelectSelector):
-        largest = 0
-        changed = threading.Condition()
-
-        def _select(self, r, w, x, timeout=None):
-            cls = type(self)
-            with cls.changed:
-                cls.largest = max(cls.largest, len(r), len(w))
-                cls.changed.notify_all()
-            if limit is not None and (len(r) > limit or len(w) > limit):
-                raise ValueError("too many file descriptors in select()")
-            return super()._select(r, w, x, timeout)
-
-    return CountingSelect
-
-
-# -- launches in real processes ------------------------------------------------------------------
-
-def client_config(port, **kwargs):
-    """test_app config for a launch that reports its outcome (strict=False unless given)."""
-    kwargs.setdefault("strict", False)
-    return config(port, **kwargs)
-
-
-def turned_away(test, args, port, **kwargs):
-    """Run a strict=False launch to completion; returns its "turned-away" event."""
-    code, events, err = run_client(args, client_config(port, **kwargs))
-    test.assertEqual(code, 3, "the launch did not report an outcome: %r %s" % (events, err))
-    test.assertEqual([e["event"] for e in events], ["turned-away"], err)
-    return events[0]
-
-
-def assert_strict_failure(test, code, events, err):
-    """A strict launch that was not delivered: exit status 1, one clear line on stderr."""
-    test.assertEqual(code, 1, err)
-    test.assertEqual(events, [])
-    lines = err.strip().splitlines()
-    test.assertEqual(len(lines), 1, "expected one line on stderr, got: %r" % err)
-    test.assertTrue(lines[0].startswith("Socket_Singleton: "), lines[0])
-
-
-def run_concurrently(launches):
-    """Start every ``(args, config)`` launch at once, then wait for each; returns
-    ``[(returncode, events, stderr), ...]`` in order."""
-    procs = [launch(args, config) for args, config in launches]
-    results = []
-    for proc in procs:
-        out, err = communicate(proc)
-        events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
-        results.append((proc.returncode, events, text(err)))
-    return results
-
-
-class Result:
-    """How one run of the command line ended."""
-
-    def __init__(self, pid, code, out, err):
-        self.pid, self.code, self.out, self.err = pid, code, out, err
-
-    def __repr__(self):
-        return "<exit %s, stdout %r, stderr %r>" % (self.code, self.out, self.err)
-
-
-def cli(*args, cwd=ROOT, env=None, unset=()):
-    """Run ``python -m Socket_Singleton ARGS`` to completion with the checkout on sys.path."""
-    environ = app_env({})
-    environ.update(env or {})
-    for name in unset:
-        environ.pop(name, None)
-    proc = subprocess.Popen([sys.executable, "-m", "Socket_Singleton", *args], cwd=cwd,
-                            env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    out, err = communicate(proc)
-    return Result(proc.pid, proc.returncode, text(out), text(err))
-
-
-# -- programs on the port that are not Socket_Singleton hosts (FakeServer handlers) --------------
 
 def read_hello(conn, record):
     """The host's side of the handshake: the preamble, our banner, the client's hello.

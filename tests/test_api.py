@@ -181,7 +181,7 @@ class TestValidation(HostTestCase):
 
 
 class TestTimeoutBounds(HostTestCase):
-    """4. Numbers out of range raise ValueError at once, with the allowed range."""
+    """Numbers out of range raise ValueError at once, with the allowed range."""
 
     def test_timeouts_beyond_threading_timeout_max(self):
         top = int(threading.TIMEOUT_MAX)

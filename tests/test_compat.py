@@ -20,7 +20,7 @@ from Socket_Singleton import (
 )
 
 from . import support
-from .support import FakeServer, LogWatcher, hand_off, in_process_host, legacy_host, turned_away
+from .support import FakeServer, LogWatcher, hand_off, in_process_host, legacy_host
 
 ARG = "compat-\u00e9t\u00e9-%d" % os.getpid()
 
@@ -162,18 +162,6 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
         self.assertEqual(host.clients, 5000)
         code, err = strict_launch(["one more"], host.port)
         self.assertEqual((code, err), (0, ""))
-
-
-class TestMaxClients(unittest.TestCase):
-    def test_a_launch_past_max_clients_exits_0(self):
-        host, port = support.start_host(self, support.config(0, max_clients=1))
-        self.assertEqual(strict_launch(["first"], port), (0, ""))
-        self.assertEqual(strict_launch(["second"], port), (0, ""))
-        self.assertEqual(strict_launch([], port), (0, ""))
-        outcome = turned_away(self, ["third"], port)
-        self.assertEqual((outcome["reason"], outcome["delivered"]), ("ignored", False))
-        self.assertIn("It ignored the launch: max_clients reached.", outcome["message"])
-        self.assertEqual(support.decode_args(host.wait_for("launch")), [b"first"])
 
 
 class TestBusyPort(unittest.TestCase):

@@ -250,7 +250,7 @@ class TestSocketFaults(FaultTestCase):
 
 
 class TestAtomicConstructor(FaultTestCase):
-    """2. A constructor that raises after the bind leaves nothing running and the port free."""
+    """A constructor that raises after the bind leaves nothing running and the port free."""
 
     def test_each_thread_that_cannot_start(self):
         for name, kwargs in (("-dispatch", {}), ("-listener", {}),
@@ -272,7 +272,7 @@ class TestAtomicConstructor(FaultTestCase):
 
 
 class TestDeadLibraryThread(FaultTestCase):
-    """1. Should a library thread die anyway (a bug), the port goes at once and no launch is
+    """Should a library thread die anyway (a bug), the port goes at once and no launch is
     told "queued" by a host that cannot deliver it."""
 
     def test_a_dispatcher_that_dies_releases_the_port(self):
@@ -305,7 +305,7 @@ class TestDeadLibraryThread(FaultTestCase):
 
 @unittest.skipUnless(POSIX and os.path.isdir("/proc/self/fd"), "RLIMIT_NOFILE, /proc")
 class TestOutOfDescriptors(unittest.TestCase):
-    """1. Out of file descriptors, the host goes on serving (and on 3.7/3.8 does not abort)."""
+    """Out of file descriptors, the host goes on serving (and on 3.7/3.8 does not abort)."""
 
     def host(self, **config):
         config.setdefault("kwargs", {})
@@ -418,6 +418,9 @@ class FaultyClientSocket(socket.socket):
 
 
 class TestClientFaults(unittest.TestCase):
+    """Each socket operation of a launch fails in turn. The host runs in a process of its own,
+    untouched by the faults."""
+
     @classmethod
     def setUpClass(cls):
         cls.host = support.AppProcess(config=support.config(0))

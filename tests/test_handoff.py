@@ -44,8 +44,6 @@ POSIX = os.name == "posix"
 
 # Distinctive values, so that a search through captured bytes cannot miss them or match by luck.
 ARG = "arg-Pangolin-\u00e9l\u00e9phant-%d" % os.getpid()
-
-
 SECRET = "secret-Marmalade-\u00c4pfel-%d" % os.getpid()
 
 
@@ -130,9 +128,10 @@ class TestAcknowledgedHandoff(support.ThreadLeakCheck):
         self.assertEqual((ignored["reason"], ignored["delivered"]), ("ignored", False))
         self.assertTrue(ignored["message"].endswith(
             "It ignored the launch: max_clients reached."), ignored["message"])
-        # As in 2.0.0, a strict launch that was ignored exits 0 and says nothing.
-        self.assertEqual(support.run_client(["dropped too"], config(port)),
-                         (0, [], ""))
+        # As in 2.0.0, a strict launch that was ignored exits 0 and says nothing, with
+        # arguments or without.
+        self.assertEqual(support.run_client(["dropped too"], config(port)), (0, [], ""))
+        self.assertEqual(support.run_client([], config(port)), (0, [], ""))
         host.send("release")
         events = []
         while not events or events[-1]["event"] != "released":

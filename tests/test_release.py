@@ -259,7 +259,7 @@ print(total)
 
 
 class TestReleaseInterrupted(unittest.TestCase):
-    """3. release() is exact under interruption and never deadlocks in a signal handler."""
+    """release() is exact under interruption and never deadlocks in a signal handler."""
 
     def run_script(self, mode):
         proc = subprocess.Popen([sys.executable, "-c", _INTERRUPT_SCRIPT, mode],
@@ -443,7 +443,7 @@ if __name__ == "__main__":
 
 @unittest.skipUnless(POSIX or sys.platform == "win32", "multiprocessing")
 class TestMultiprocessingChildren(unittest.TestCase):
-    """9. A child started by spawn or forkserver gets an inert instance."""
+    """A child started by spawn or forkserver gets an inert instance."""
 
     def test_a_pool_under_spawn(self):
         with tempfile.TemporaryDirectory() as where:

@@ -29,8 +29,6 @@ POSIX = os.name == "posix"
 
 # Distinctive values, so that a search through captured bytes cannot miss them or match by luck.
 ARG = "arg-Pangolin-\u00e9l\u00e9phant-%d" % os.getpid()
-
-
 SECRET = "secret-Marmalade-\u00c4pfel-%d" % os.getpid()
 
 
@@ -41,8 +39,7 @@ class TestSecretHandshake(support.ThreadLeakCheck):
         """Strict and not, the launch reports a secret mismatch and delivers nothing."""
         outcome = turned_away(self, [ARG], port, **kwargs)
         self.assertEqual((outcome["reason"], outcome["delivered"]), ("secret-mismatch", False))
-        assert_strict_failure(self, *support.run_client([ARG], {"kwargs": dict(port=port,
-                                                                               **kwargs)}))
+        assert_strict_failure(self, *support.run_client([ARG], support.config(port, **kwargs)))
 
     def test_host_has_a_secret_the_client_lacks_or_does_not_share(self):
         collector = support.Collector()
