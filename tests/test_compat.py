@@ -13,11 +13,7 @@ import unittest
 from contextlib import redirect_stderr
 from unittest import mock
 
-from Socket_Singleton import (
-    Socket_Singleton,
-    _client,
-    _wire,
-)
+from Socket_Singleton import Socket_Singleton, _client, _wire
 
 from . import support
 from .support import FakeServer, LogWatcher, hand_off, in_process_host, legacy_host

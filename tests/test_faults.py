@@ -16,24 +16,18 @@ import unittest
 from typing import ClassVar
 from unittest import mock
 
-from Socket_Singleton import (
-    _net,
-)
+from Socket_Singleton import _net
 
 from . import support
 from .support import HostTestCase, assert_port_free, hand_off, library_threads
 
 POSIX = os.name == "posix"
-
-
 HANDOFF = 2.0  # handoff_timeout of the launches below
-
-
-SLACK = 1.5  # seconds a launch may take beyond it on a busy machine
-
-
+SLACK = 1.5  # seconds a host-side faulty launch may take beyond it on a busy machine
 CLIENT_SLACK = 1.0  # seconds beyond handoff_timeout a faulty launch may take (a loaded machine)
 
+
+# -- the host's side ---------------------------------------------------------------------------
 
 class FaultySocket:
     """A host's socket whose chosen operation fails (as the plan says) and otherwise works."""
@@ -355,14 +349,14 @@ class TestOutOfDescriptors(unittest.TestCase):
         self.assertEqual(app.proc.returncode, 0, err)
 
 
+# -- the launch's side -------------------------------------------------------------------------
+
 FAULTS = {
     "EINTR": InterruptedError(errno.EINTR, os.strerror(errno.EINTR)),
     "ECONNRESET": ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET)),
     "ENOBUFS": OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS)),
     "EMFILE": OSError(errno.EMFILE, os.strerror(errno.EMFILE)),
 }
-
-
 # What a launch may end with when an operation fails once: delivered (the client asked again),
 # or a clear local failure when this process ran out of resources before anything was sent.
 TRANSIENT = ("EINTR", "ECONNRESET")

@@ -16,10 +16,7 @@ import threading
 import time
 import unittest
 
-from Socket_Singleton import (
-    Launch,
-    _wire,
-)
+from Socket_Singleton import Launch, _wire
 
 from . import support
 from .support import (
@@ -40,8 +37,6 @@ from .support import (
 )
 
 POSIX = os.name == "posix"
-
-
 # Distinctive values, so that a search through captured bytes cannot miss them or match by luck.
 ARG = "arg-Pangolin-\u00e9l\u00e9phant-%d" % os.getpid()
 SECRET = "secret-Marmalade-\u00c4pfel-%d" % os.getpid()

@@ -9,10 +9,7 @@ import threading
 import unittest
 from unittest import mock
 
-from Socket_Singleton import (
-    _host,
-    _wire,
-)
+from Socket_Singleton import _host, _wire
 
 from . import support
 from .support import (

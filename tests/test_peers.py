@@ -11,9 +11,7 @@ import threading
 import unittest
 from unittest import mock
 
-from Socket_Singleton import (
-    _wire,
-)
+from Socket_Singleton import _wire
 
 from . import support
 from .support import (
@@ -32,8 +30,6 @@ from .support import (
 )
 
 POSIX = os.name == "posix"
-
-
 ARG = "arg-Okapi-%d" % os.getpid()  # distinctive: a search through captured bytes cannot miss it
 
 
@@ -97,7 +93,7 @@ class TestHostilePeers(HostTestCase):
         self.assertStillServes()
 
     def test_reset_in_the_middle_of_a_message(self):
-        peer = support.hello(self.app.port)
+        peer = hello(self.app.port)
         launch = _wire.encode_launch(b"", os.urandom(_wire.ID_SIZE), os.getpid(), "/",
                                      ("never", "delivered"))
         peer.sendall(launch[:len(launch) // 2])

@@ -15,11 +15,7 @@ import unittest
 import warnings
 from unittest import mock
 
-from Socket_Singleton import (
-    Socket_Singleton,
-    _host,
-    _wire,
-)
+from Socket_Singleton import Socket_Singleton, _host, _wire
 
 from . import support
 from .support import (

@@ -25,8 +25,6 @@ from .support import (
 )
 
 POSIX = os.name == "posix"
-
-
 # Distinctive values, so that a search through captured bytes cannot miss them or match by luck.
 ARG = "arg-Pangolin-\u00e9l\u00e9phant-%d" % os.getpid()
 SECRET = "secret-Marmalade-\u00c4pfel-%d" % os.getpid()
