@@ -144,9 +144,10 @@ def kill(proc):
     proc.communicate()
 
 
-def end_by_stdin(proc):
+def end_by_stdin(proc, reader=None):
     """End a process that exits when its stdin closes (test_app.py, a helper script); kill it
-    if it does not. Its pipes are closed."""
+    if it does not. Its pipes are closed, once the thread *reader* (if any) has read all of
+    its output."""
     if proc.poll() is None:
         try:
             proc.stdin.close()
@@ -154,6 +155,8 @@ def end_by_stdin(proc):
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
             proc.wait()
+    if reader is not None:
+        reader.join(WAIT)
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             try:
@@ -162,12 +165,17 @@ def end_by_stdin(proc):
                 pass
 
 
-def run_client(args=(), config=None, cwd=None, timeout=WAIT):
-    """Run one launch to completion; returns (returncode, stdout lines as dicts, stderr)."""
-    proc = launch(args, config, cwd)
+def finish(proc, timeout=WAIT):
+    """Wait for a launch started with launch(); returns (returncode, stdout lines as dicts,
+    stderr)."""
     out, err = communicate(proc, timeout)
     events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
     return proc.returncode, events, text(err)
+
+
+def run_client(args=(), config=None, cwd=None, timeout=WAIT):
+    """Run one launch to completion; returns (returncode, stdout lines as dicts, stderr)."""
+    return finish(launch(args, config, cwd), timeout)
 
 
 def decode_args(event):
@@ -179,12 +187,7 @@ def run_concurrently(launches):
     """Start every ``(args, config)`` launch at once, then wait for each; returns
     ``[(returncode, events, stderr), ...]`` in order."""
     procs = [launch(args, config) for args, config in launches]
-    results = []
-    for proc in procs:
-        out, err = communicate(proc)
-        events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
-        results.append((proc.returncode, events, text(err)))
-    return results
+    return [finish(proc) for proc in procs]
 
 
 def turned_away(test, args, port, **kwargs):
@@ -248,8 +251,7 @@ class AppProcess:
 
     def stop(self):
         """End the process by its own handle, whatever state it is in."""
-        end_by_stdin(self.proc)
-        self._reader.join(WAIT)
+        end_by_stdin(self.proc, self._reader)
 
 
 def start_host(test, config=None, args=()):
@@ -260,6 +262,17 @@ def start_host(test, config=None, args=()):
     event = app.wait_for("host")
     app.host_pid = event["pid"]
     return app, event["port"]
+
+
+def assert_becomes_host(test, port, args=("next",), **kwargs):
+    """A new launch on *port* (strict=False) becomes the host; ended when *test* ends (or when
+    its stdin closes). Returns its AppProcess."""
+    app = AppProcess(args, config(port, strict=False, **kwargs))
+    test.addCleanup(app.stop)
+    event = app.next_event()
+    test.assertEqual(event["event"], "host", "%s %s" % (event, app.stderr()))
+    test.assertEqual(event["port"], port)
+    return app
 
 
 class LineProcess:

@@ -258,20 +258,8 @@ class _Fleet:
 
     def stop(self, index):
         """End launch *index* (closing its stdin releases a host) and collect its output."""
-        proc = self.procs[index]
-        if proc.poll() is None:
-            try:
-                proc.stdin.close()
-                proc.wait(timeout=support.WAIT)
-            except (OSError, subprocess.TimeoutExpired):
-                proc.kill()
-                proc.wait()
-        self._readers[index].join(support.WAIT)  # its last line is in the queue
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        # Its reader is joined first: its last line is in the queue.
+        support.end_by_stdin(self.procs[index], self._readers[index])
 
     def stop_all(self):
         for index in range(len(self.procs)):

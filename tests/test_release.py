@@ -478,10 +478,7 @@ class TestKilledHost(unittest.TestCase):
             with self.assertRaises(OSError) as cm:
                 plain.bind(("127.0.0.1", port))
             self.assertEqual(cm.exception.errno, errno.EADDRINUSE)
-        app = support.AppProcess(["after"], config(port, strict=False))
-        self.addCleanup(app.stop)
-        event = app.next_event()
-        self.assertEqual(event["event"], "host", "%s %s" % (event, app.stderr()))
+        support.assert_becomes_host(self, port, ["after"])
 
 
 if __name__ == "__main__":
