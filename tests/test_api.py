@@ -344,8 +344,8 @@ class TestLoggingAndVerbose(HostTestCase):
 
 
 def blocked_delivery(test):
-    """A host whose first observer blocks on the first launch, followed by two more
-    observers; returns (host, the two collectors, unblock)."""
+    """A host of *test* (a HostTestCase) whose first observer blocks on the first launch,
+    followed by two more observers; returns (host, the two collectors, unblock)."""
     app = test.host()
     entered, unblock = threading.Event(), threading.Event()
     test.addCleanup(unblock.set)
