@@ -1,11 +1,18 @@
-"""Shared test helpers: ports found at run time, real app processes, waiting on events."""
+"""Shared test helpers, each written once: ports found at run time, real app processes, the
+library's timing and size knobs, in-process hosts, raw peers of a host, fake servers that are
+not hosts, and waiting on events."""
 
+import contextlib
+import errno
+import importlib
 import json
 import logging
 import os
 import queue
+import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -50,6 +57,18 @@ def _under_wine():
 WINE = _under_wine()
 
 
+def has_ipv6_loopback():
+    """Whether this machine can bind ::1."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def fsdecode(data):
     """``os.fsdecode``, or where undecodable bytes cannot be an argument (Windows), the text
     with replacement characters: an argument the platform can hold."""
@@ -72,11 +91,33 @@ def free_port(address="127.0.0.1"):
         return sock.getsockname()[1]
 
 
+def open_fds():
+    """How many file descriptors this process has open, or None where that cannot be known:
+    Linux counts /proc/self/fd. (A Windows Python under Wine sees Wine's own descriptors
+    there, which come and go: no measure of ours.)"""
+    if os.name != "posix" or not os.path.isdir("/proc/self/fd"):
+        return None
+    return len(os.listdir("/proc/self/fd"))
+
+
+# -- launches and hosts in real processes (test_app.py) -------------------------------------------
+
 def app_env(config):
     env = dict(os.environ)
     env["SS_TEST_CONFIG"] = json.dumps(config)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def config(port, **kwargs):
+    """test_app's configuration for a launch (or host) on *port* with these constructor kwargs."""
+    return {"kwargs": dict(kwargs, port=port)}
+
+
+def client_config(port, **kwargs):
+    """test_app config for a launch that reports its outcome (strict=False unless given)."""
+    kwargs.setdefault("strict", False)
+    return config(port, **kwargs)
 
 
 def launch(args=(), config=None, cwd=None, **popen):
@@ -93,21 +134,77 @@ def communicate(proc, timeout=WAIT):
         return proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
+            kill(proc)
+
+
+def kill(proc):
+    """End *proc* (a Popen with pipes) by its own handle if it still runs, and collect it."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate()
+
+
+def end_by_stdin(proc, reader=None):
+    """End a process that exits when its stdin closes (test_app.py, a helper script); kill it
+    if it does not. Its pipes are closed, once the thread *reader* (if any) has read all of
+    its output."""
+    if proc.poll() is None:
+        try:
+            proc.stdin.close()
+            proc.wait(WAIT)
+        except (OSError, subprocess.TimeoutExpired):
             proc.kill()
-            proc.communicate()
+            proc.wait()
+    if reader is not None:
+        reader.join(WAIT)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
-def run_client(args=(), config=None, cwd=None, timeout=WAIT):
-    """Run one launch to completion; returns (returncode, stdout lines as dicts, stderr)."""
-    proc = launch(args, config, cwd)
+def finish(proc, timeout=WAIT):
+    """Wait for a launch started with launch(); returns (returncode, stdout lines as dicts,
+    stderr)."""
     out, err = communicate(proc, timeout)
     events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
     return proc.returncode, events, text(err)
 
 
+def run_client(args=(), config=None, cwd=None, timeout=WAIT):
+    """Run one launch to completion; returns (returncode, stdout lines as dicts, stderr)."""
+    return finish(launch(args, config, cwd), timeout)
+
+
 def decode_args(event):
     """The exact argument bytes an app observer received."""
     return [bytes.fromhex(arg) for arg in event["args"]]
+
+
+def run_concurrently(launches):
+    """Start every ``(args, config)`` launch at once, then wait for each; returns
+    ``[(returncode, events, stderr), ...]`` in order."""
+    procs = [launch(args, config) for args, config in launches]
+    return [finish(proc) for proc in procs]
+
+
+def turned_away(test, args, port, **kwargs):
+    """Run a strict=False launch to completion; returns its "turned-away" event."""
+    code, events, err = run_client(args, client_config(port, **kwargs))
+    test.assertEqual(code, 3, "the launch did not report an outcome: %r %s" % (events, err))
+    test.assertEqual([e["event"] for e in events], ["turned-away"], err)
+    return events[0]
+
+
+def assert_strict_failure(test, code, events, err):
+    """A strict launch that was not delivered: exit status 1, one clear line on stderr."""
+    test.assertEqual(code, 1, err)
+    test.assertEqual(events, [])
+    lines = err.strip().splitlines()
+    test.assertEqual(len(lines), 1, "expected one line on stderr, got: %r" % err)
+    test.assertTrue(lines[0].startswith("Socket_Singleton: "), lines[0])
 
 
 class AppProcess:
@@ -154,19 +251,28 @@ class AppProcess:
 
     def stop(self):
         """End the process by its own handle, whatever state it is in."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-                self.proc.wait(timeout=WAIT)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        self._reader.join(WAIT)
+        end_by_stdin(self.proc, self._reader)
+
+
+def start_host(test, config=None, args=()):
+    """Start an app that becomes the host; cleaned up when *test* ends. Returns (app, port);
+    ``app.host_pid`` is the process id the host reported."""
+    app = AppProcess(args, config)
+    test.addCleanup(app.stop)
+    event = app.wait_for("host")
+    app.host_pid = event["pid"]
+    return app, event["port"]
+
+
+def assert_becomes_host(test, port, args=("next",), **kwargs):
+    """A new launch on *port* (strict=False) becomes the host; ended when *test* ends (or when
+    its stdin closes). Returns its AppProcess."""
+    app = AppProcess(args, config(port, strict=False, **kwargs))
+    test.addCleanup(app.stop)
+    event = app.next_event()
+    test.assertEqual(event["event"], "host", "%s %s" % (event, app.stderr()))
+    test.assertEqual(event["port"], port)
+    return app
 
 
 class LineProcess:
@@ -247,12 +353,120 @@ class LineProcess:
         self.proc.stdout.close()
 
 
-def start_host(test, config=None, args=()):
-    """Start an app that becomes the host; cleaned up when *test* ends. Returns (app, port)."""
-    app = AppProcess(args, config)
-    test.addCleanup(app.stop)
-    event = app.wait_for("host")
-    return app, event["port"]
+class Result:
+    """How one run of the command line ended."""
+
+    def __init__(self, pid, code, out, err):
+        self.pid, self.code, self.out, self.err = pid, code, out, err
+
+    def __repr__(self):
+        return "<exit %s, stdout %r, stderr %r>" % (self.code, self.out, self.err)
+
+
+def cli(*args, cwd=ROOT, env=None, unset=()):
+    """Run ``python -m Socket_Singleton ARGS`` to completion with the checkout on sys.path."""
+    environ = app_env({})
+    environ.update(env or {})
+    for name in unset:
+        environ.pop(name, None)
+    proc = subprocess.Popen([sys.executable, "-m", "Socket_Singleton", *args], cwd=cwd,
+                            env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    out, err = communicate(proc)
+    return Result(proc.pid, proc.returncode, text(out), text(err))
+
+
+# -- the library's timing and size knobs ----------------------------------------------------------
+
+# Every knob a test may turn, and where it lives for now: the module global it sets. Tests name
+# knobs, never modules or globals, so only this table changes when the library moves them.
+_KNOBS = {
+    "delivery_wait": ("_host", "DELIVERY_WAIT"),
+    "peer_deadline": ("_host", "PEER_DEADLINE"),
+    "max_message_size": ("_host", "MAX_MESSAGE_SIZE"),
+    "max_buffered": ("_host", "MAX_BUFFERED"),
+    "max_connections": ("_host", "MAX_CONNECTIONS"),
+    "shutdown_grace": ("_host", "SHUTDOWN_GRACE"),
+    "accept_backoff": ("_host", "ACCEPT_BACKOFF"),
+    "max_pending": ("_dispatch", "MAX_PENDING"),
+    "max_pending_bytes": ("_dispatch", "MAX_PENDING_BYTES"),
+    "trace_grace": ("_singleton", "TRACE_GRACE"),
+    "compat_wait": ("_singleton", "COMPAT_WAIT"),
+}
+
+
+def _knob(name):
+    """The module and attribute of knob *name*; TypeError for a name that is no knob."""
+    try:
+        module, attribute = _KNOBS[name]
+    except KeyError:
+        raise TypeError("unknown knob %r (known: %s)" % (name, ", ".join(sorted(_KNOBS)))) \
+            from None
+    return importlib.import_module("Socket_Singleton." + module), attribute
+
+
+class tuned:  # a lower-case name: used like a function, ``with support.tuned(...):``
+    """The library's knobs set to these values (e.g. ``delivery_wait=0.05``), restored on
+    exit: ``with support.tuned(delivery_wait=0.05, trace_grace=0): ...``. An unknown knob
+    raises TypeError at once. In setUp, use ``tune(self, ...)`` instead."""
+
+    def __init__(self, **knobs):
+        self._targets = [(_knob(name), value) for name, value in knobs.items()]
+        self._stack = None
+
+    def __enter__(self):
+        if self._stack is not None:
+            raise RuntimeError("tuned() is not reentrant")
+        with contextlib.ExitStack() as stack:
+            for (module, attribute), value in self._targets:
+                stack.enter_context(mock.patch.object(module, attribute, value))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc_info):
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+        return False
+
+
+def tune(test, **knobs):
+    """``tuned(**knobs)`` from now until *test* ends (for setUp)."""
+    context = tuned(**knobs)
+    context.__enter__()
+    test.addCleanup(context.__exit__, None, None, None)
+
+
+def knob(name):
+    """The value knob *name* has now."""
+    module, attribute = _knob(name)
+    return getattr(module, attribute)
+
+
+def app_knobs(**knobs):
+    """test_app.py's ``"patch"`` configuration that sets these knobs in the app's process."""
+    patch = {}
+    for name, value in knobs.items():
+        module, attribute = _knob(name)
+        patch["%s.%s" % (module.__name__.rpartition(".")[2], attribute)] = value
+    return patch
+
+
+# -- hosts and launches in this process -----------------------------------------------------------
+
+class ThreadLeakCheck(unittest.TestCase):
+    """Fails a test that leaves a Socket_Singleton thread behind."""
+
+    def setUp(self):
+        super().setUp()
+        self._threads_before = set(threading.enumerate())
+        self.addCleanup(self._check_threads)
+
+    def _check_threads(self):
+        for thread in set(threading.enumerate()) - self._threads_before:
+            if thread.name.startswith("Socket_Singleton"):
+                thread.join(WAIT)
+                self.assertFalse(thread.is_alive(), "thread %s leaked" % thread.name)
 
 
 class Collector:
@@ -279,81 +493,27 @@ class Collector:
             return [call[0] for call in self.calls]
 
 
-def read_exactly(sock, size):
-    """Read exactly *size* bytes from *sock*; fails if the peer closes first."""
-    sock.settimeout(WAIT)
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise AssertionError("the peer closed after %r" % data)
-        data += chunk
-    return data
+def in_process_host(test, observer=None, **kwargs):
+    """A host in this process (on an ephemeral port unless *port* is given), released when
+    *test* ends; *observer*, if given, is traced."""
+    kwargs.setdefault("port", 0)
+    host = Socket_Singleton(**kwargs)
+    test.addCleanup(host.release)
+    if observer is not None:
+        host.trace(observer)
+    return host
 
 
-def read_frame(sock):
-    """Read one frame the host sends a framed peer: ``(kind, payload)``."""
-    sock.settimeout(WAIT)
-    buf = b""
-    while True:
-        found = _wire.split_frame(buf, 1 << 20)
-        if found is not None:
-            return found[0], found[1]
-        data = sock.recv(65536)
-        if not data:
-            raise AssertionError("the host closed the connection without a frame")
-        buf += data
+class HostTestCase(ThreadLeakCheck):
+    """Helpers for tests that run a host in this process."""
 
+    def host(self, **kwargs):
+        return in_process_host(self, **kwargs)
 
-def read_banner(sock):
-    """Read the host's banner, which answers the preamble; fails on anything else."""
-    banner = read_exactly(sock, len(_wire.BANNER))
-    if banner != _wire.BANNER:
-        raise AssertionError("the host answered the preamble with %r" % banner)
-
-
-def raw_handshake(sock, nonce=None):
-    """Be a framed client on connected *sock*: the preamble alone, the host's banner, then a
-    hello with *nonce* (random by default). Returns the host's answer ``(kind, payload)``:
-    a welcome, or an acknowledgement (a host that is releasing answers "retry")."""
-    sock.sendall(_wire.PREAMBLE)
-    read_banner(sock)
-    sock.sendall(_wire.frame(_wire.HELLO, nonce or os.urandom(_wire.NONCE_SIZE)))
-    return read_frame(sock)
-
-
-def send_raw(port, data, address="127.0.0.1"):
-    """Be a raw 2.0.0-style client: connect, send, close, never read."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family) as sock:
-        sock.settimeout(WAIT)
-        sock.connect((address, port))
-        sock.sendall(data)
-
-
-class ThreadLeakCheck(unittest.TestCase):
-    """Fails a test that leaves a Socket_Singleton thread behind."""
-
-    def setUp(self):
-        super().setUp()
-        self._threads_before = set(threading.enumerate())
-        self.addCleanup(self._check_threads)
-
-    def _check_threads(self):
-        for thread in set(threading.enumerate()) - self._threads_before:
-            if thread.name.startswith("Socket_Singleton"):
-                thread.join(WAIT)
-                self.assertFalse(thread.is_alive(), "thread %s leaked" % thread.name)
-
-
-
-def open_fds():
-    """How many file descriptors this process has open, or None where that cannot be known:
-    Linux counts /proc/self/fd. (A Windows Python under Wine sees Wine's own descriptors
-    there, which come and go: no measure of ours.)"""
-    if os.name != "posix" or not os.path.isdir("/proc/self/fd"):
-        return None
-    return len(os.listdir("/proc/self/fd"))
+    def collector(self, app, *args, **kwargs):
+        collector = Collector()
+        app.trace(collector, *args, **kwargs)
+        return collector
 
 
 def hand_off(port, args=(), address="127.0.0.1", **kwargs):
@@ -379,6 +539,25 @@ def assert_port_free(test, port, address="127.0.0.1"):
             test.fail("port %d is not free: %s" % (port, err))
 
 
+def library_threads(port=None):
+    """The library's threads that run now (of the host on *port*, if given)."""
+    prefix = "Socket_Singleton" if port is None else "Socket_Singleton-%d-" % port
+    return [t for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+def library_thread(port, role):
+    """The host's thread "Socket_Singleton-<port>-<role>", or None once it is gone."""
+    name = "Socket_Singleton-%d-%s" % (port, role)
+    return next((t for t in threading.enumerate() if t.name == name), None)
+
+
+def join_library_threads(test, port, *roles):
+    """Wait (bounded) until the host's threads of *roles* have ended."""
+    for role in roles:
+        thread = library_thread(port, role)
+        if thread is not None:
+            thread.join(WAIT)
+            test.assertFalse(thread.is_alive(), "%s still runs" % thread.name)
 
 
 class LogWatcher(logging.Handler):
@@ -426,6 +605,190 @@ class LogWatcher(logging.Handler):
                                      % (text, [r.getMessage() for r in self.records]))
             return find()
 
+
+# -- raw peers of a host --------------------------------------------------------------------------
+
+def connect(port, address="127.0.0.1"):
+    """A connected socket to *port* that waits at most WAIT; the caller closes it."""
+    sock = socket.create_connection((address, port), WAIT)
+    sock.settimeout(WAIT)
+    return sock
+
+
+def reset(sock):
+    """Close *sock* with an RST instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def wait_closed(sock):
+    """Block until the host closes or resets *sock*; fails if it sends data instead."""
+    try:
+        data = sock.recv(65536)
+    except ConnectionResetError:
+        return
+    if data:
+        raise AssertionError("the host sent %r" % data[:100])
+
+
+def shut_write(sock):
+    """End a plain message; the host may already have reset an oversize one."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError as err:
+        if err.errno not in (errno.ENOTCONN, errno.ECONNRESET):
+            raise
+
+
+def read_exactly(sock, size):
+    """Read exactly *size* bytes from *sock*; fails if the peer closes first."""
+    sock.settimeout(WAIT)
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise AssertionError("the peer closed after %r" % data)
+        data += chunk
+    return data
+
+
+def read_frame(sock):
+    """Read one frame the host sends a framed peer: ``(kind, payload)``."""
+    sock.settimeout(WAIT)
+    buf = b""
+    while True:
+        found = _wire.split_frame(buf, 1 << 20)
+        if found is not None:
+            return found[0], found[1]
+        data = sock.recv(65536)
+        if not data:
+            raise AssertionError("the host closed the connection without a frame")
+        buf += data
+
+
+def read_banner(sock):
+    """Read the host's banner, which answers the preamble; fails on anything else."""
+    banner = read_exactly(sock, len(_wire.BANNER))
+    if banner != _wire.BANNER:
+        raise AssertionError("the host answered the preamble with %r" % banner)
+
+
+def raw_handshake(sock, nonce=None):
+    """Be a framed client on connected *sock*: the preamble alone, the host's banner, then a
+    hello with *nonce* (random by default). Returns the host's answer ``(kind, payload)``:
+    a welcome, or an acknowledgement (a host that is releasing answers "retry")."""
+    sock.sendall(_wire.PREAMBLE)
+    read_banner(sock)
+    sock.sendall(_wire.frame(_wire.HELLO, nonce or os.urandom(_wire.NONCE_SIZE)))
+    return read_frame(sock)
+
+
+def hello(port):
+    """A framed peer that has said hello and read the host's welcome; the caller closes it."""
+    peer = connect(port)
+    try:
+        kind, _ = raw_handshake(peer)
+    except BaseException:
+        peer.close()
+        raise
+    if kind != _wire.WELCOME:
+        peer.close()
+        raise AssertionError("the host answered the hello with %r" % kind)
+    return peer
+
+
+def launch_on(peer, args):
+    """Send a framed launch (no secret) on *peer*, which has had its welcome; returns the
+    acknowledgement as ``(status, detail)``."""
+    peer.sendall(_wire.encode_launch(b"", os.urandom(_wire.ID_SIZE), os.getpid(), os.getcwd(),
+                                     tuple(args)))
+    kind, payload = read_frame(peer)
+    if kind != _wire.ACK:
+        raise AssertionError("expected an acknowledgement, got %r" % kind)
+    return payload[:1], payload[1:].decode("utf-8", "replace")
+
+
+def send_raw(port, data, address="127.0.0.1"):
+    """Be a raw 2.0.0-style client: connect, send, close, never read. Returns the
+    "peer ADDRESS:PORT:" with which the host logs what it makes of this peer."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.settimeout(WAIT)
+        sock.connect((address, port))
+        sock.sendall(data)
+        return "peer %s:%d:" % sock.getsockname()[:2]
+
+
+def raw_exchange(port, data, shutdown=True):
+    """Be a raw peer: send *data*, shut down our side (unless told not to), then read until
+    the host closes. Returns ``(bytes the host wrote, how it ended)``; the end is "eof" or
+    "reset". Fails if the host keeps the connection open beyond WAIT."""
+    received = bytearray()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(WAIT)
+        sock.connect(("127.0.0.1", port))
+        try:
+            sock.sendall(data)
+            if shutdown:
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError:  # ENOTCONN: the host has already reset the connection
+                    return b"", "reset"
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return bytes(received), "eof"
+                received += chunk
+        except socket.timeout:
+            raise AssertionError("the host kept a raw connection open for %s s (sent %r...)"
+                                 % (WAIT, data[:40])) from None
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+            return bytes(received), "reset"
+
+
+_HOLD = """
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+peers = [socket.create_connection(("127.0.0.1", port), 30) for _ in range(count)]
+print("connected", flush=True)
+sys.stdin.read()
+"""
+
+
+def hold_connections(test, port, count):
+    """A process that holds *count* idle connections to *port* until ``end_by_stdin()`` (in a
+    process of its own, so that this one stays below select()'s descriptor numbers limit, 1024,
+    on POSIX); returns its Popen once all are connected. Ended when *test* ends."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(port), str(count)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    test.addCleanup(end_by_stdin, holder)
+    test.assertEqual(text(holder.stdout.readline()), "connected\n")
+    return holder
+
+
+def counting_selector(limit=None):
+    """A selectors.SelectSelector class of its own (for ``selectors.DefaultSelector``) whose
+    ``largest`` is the largest set select() was given so far; its Condition ``changed`` is
+    notified at each call. With *limit*, a larger set raises ValueError, as select() does on
+    Windows, where CPython's FD_SETSIZE is 512."""
+
+    class CountingSelect(selectors.SelectSelector):
+        largest = 0
+        changed = threading.Condition()
+
+        def _select(self, r, w, x, timeout=None):
+            cls = type(self)
+            with cls.changed:
+                cls.largest = max(cls.largest, len(r), len(w))
+                cls.changed.notify_all()
+            if limit is not None and (len(r) > limit or len(w) > limit):
+                raise ValueError("too many file descriptors in select()")
+            return super()._select(r, w, x, timeout)
+
+    return CountingSelect
+
+
+# -- programs on the port that are not Socket_Singleton hosts -------------------------------------
 
 def recv_exactly(conn, size, record):
     data = bytearray()
@@ -510,19 +873,92 @@ class FakeServer:
                 test.assertFalse(needle in record, "the server received %r" % needle)
 
 
-def config(port, **kwargs):
-    """test_app's configuration for a launch (or host) on *port* with these constructor kwargs."""
-    return {"kwargs": dict(kwargs, port=port)}
+def read_hello(conn, record):
+    """The host's side of the handshake: the preamble, our banner, the client's hello.
+    Returns the hello as ``(kind, payload)``."""
+    preamble = recv_exactly(conn, len(_wire.PREAMBLE), record)
+    if preamble != _wire.PREAMBLE:
+        raise EOFError
+    conn.sendall(_wire.BANNER)
+    kind, size = _wire.parse_header(recv_exactly(conn, _wire.HEADER_SIZE, record))
+    return kind, recv_exactly(conn, size, record)
 
 
-def end_by_stdin(proc):
-    """End a helper process that exits when its stdin closes; kill it if it does not."""
-    if proc.poll() is None:
-        proc.stdin.close()
-        try:
-            proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for stream in (proc.stdin, proc.stdout):
-        stream.close()
+def answering_hello_with(payload):
+    """A handler: read the preamble, send the banner, read the hello, answer with *payload*,
+    read on."""
+
+    def handler(conn, record):
+        read_hello(conn, record)
+        conn.sendall(payload)
+        read_to_end(conn, record)
+
+    return handler
+
+
+def fake_host(secret=None, claim_secret=True, launches=None):
+    """A handler that speaks the framed protocol. With *secret* it proves it (it is a host
+    that knows it); without, it claims one (*claim_secret*) with a proof it cannot make.
+    A launch it gets is appended to *launches*, then acknowledged as delivered."""
+
+    def handler(conn, record):
+        _kind, client_nonce = read_hello(conn, record)
+        host_nonce = os.urandom(_wire.NONCE_SIZE)
+        if secret is not None:
+            proof = _wire.proof(secret, b"host", client_nonce, host_nonce)
+        else:
+            proof = os.urandom(_wire.PROOF_SIZE) if claim_secret else b""
+        conn.sendall(_wire.encode_welcome(4242, 1 << 20, host_nonce, proof))
+        header = bytearray()
+        while len(header) < _wire.HEADER_SIZE:
+            chunk = conn.recv(_wire.HEADER_SIZE - len(header))
+            if not chunk:
+                break  # the client closed
+            header += chunk
+        record += header
+        if len(header) == _wire.HEADER_SIZE:
+            kind, size = _wire.parse_header(header)
+            payload = recv_exactly(conn, size, record)
+            if kind == _wire.LAUNCH:  # not a bye, as the client sends when the proof is wrong
+                if launches is not None:
+                    launches.append(_wire.decode_launch(payload, len(proof)))
+                conn.sendall(_wire.encode_ack(_wire.DELIVERED))
+        read_to_end(conn, record)
+
+    return handler
+
+
+def legacy_host(test, observers=True):
+    """A stand-in for a running 2.0.0 host, written from its documented behaviour: per
+    connection one recv(1024), split on NUL, the non-empty pieces go to the observers (when
+    it has any), then close. Returns the server and the list of what its observers got."""
+    handed = []
+
+    def handler(conn, record):
+        data = conn.recv(1024)
+        record += data
+        args = tuple(part for part in data.decode("utf-8", "replace").rstrip("\0").split("\0")
+                     if part)
+        if args and observers:
+            handed.append(args)
+
+    return FakeServer(test, handler), handed
+
+
+def closes_after_the_preamble(conn, record):
+    """As a 2.0.0 host: reads what the client sends first (its preamble), closes unanswered."""
+    recv_exactly(conn, len(_wire.PREAMBLE), record)
+
+
+def answers_like_a_web_server(conn, record):
+    """Reads what the client sends first (its preamble), answers with an HTTP error, then
+    reads on until the client closes."""
+    recv_exactly(conn, len(_wire.PREAMBLE), record)
+    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+    read_to_end(conn, record)
+
+
+# Programs that are not Socket_Singleton hosts, as FakeServer handlers: "silent" accepts and
+# never answers (it reads until the client gives up).
+FOREIGN_PROGRAMS = {"close": closes_after_the_preamble, "garbage": answers_like_a_web_server,
+                    "silent": read_to_end}

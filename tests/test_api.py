@@ -1,43 +1,43 @@
-"""In-process tests of the public API: properties, observers, dunders, validation, logging."""
+"""The public API in one process: the constructor and its parameters, properties, str and
+repr, the package's names, logging and verbose, and observers (trace, untrace, launches
+that came before trace(), the dispatch thread)."""
 
 import contextlib
+import errno
 import io
 import logging
+import os
 import re
 import socket
+import subprocess
+import sys
+import textwrap
+import threading
 import unittest
-from unittest import mock
 
 import Socket_Singleton as package
-from Socket_Singleton import Launch, Socket_Singleton, _host, _wire
+from Socket_Singleton import Launch, Socket_Singleton, _wire
 
 from . import support
-from .support import LogWatcher, assert_port_free, hand_off, read_frame
+from .support import (
+    HostTestCase,
+    LogWatcher,
+    assert_port_free,
+    hand_off,
+    join_library_threads,
+    library_threads,
+    read_frame,
+)
 
 
-class HostTestCase(support.ThreadLeakCheck):
-    """Helpers for tests that run a host in this process."""
-
-    def host(self, **kwargs):
-        kwargs.setdefault("port", 0)
-        app = Socket_Singleton(**kwargs)
-        self.addCleanup(app.release)
-        return app
-
-    def collector(self, app, *args, **kwargs):
-        collector = support.Collector()
-        app.trace(collector, *args, **kwargs)
-        return collector
-
-
-class TestInProcess(HostTestCase):
+class TestProperties(HostTestCase):
 
     def assertShows(self, text, *parts):
         for part in parts:  # each a whole "name=value" item of the repr
             self.assertRegex(text, r"(?<!\w)%s(?=[,)])" % re.escape(part))
 
     def test_properties(self):
-        with mock.patch.object(_host, "DELIVERY_WAIT", 0.05):
+        with support.tuned(delivery_wait=0.05):
             app = self.host()
             self.assertNotEqual(app.port, 0)  # port=0 asked for an ephemeral port
             self.assertTrue(app.listening)
@@ -57,66 +57,6 @@ class TestInProcess(HostTestCase):
         app.release()
         self.assertFalse(app.listening)
         self.assertEqual(app.clients, 2)
-
-    def test_trace_passes_stored_arguments(self):
-        app = self.host()
-        collector = self.collector(app, 1, "two", key="value", other=None)
-        self.assertEqual(hand_off(app.port, ["x", "y"]).reason, "delivered")
-        self.assertEqual(collector.calls,
-                         [(("x", "y"), (1, "two"), {"key": "value", "other": None})])
-
-    def test_untrace(self):
-        app = self.host()
-        app.untrace(lambda args: None)  # never registered: nothing happens
-        app.untrace(print)
-        first, last = support.Collector(), support.Collector()
-        app.trace(first)
-        app.trace(last)
-        app.untrace(first)
-        app.untrace(first)
-        self.assertEqual(hand_off(app.port, ["after-untrace"]).reason, "delivered")
-        self.assertEqual(last.wait(1), [("after-untrace",)])
-        self.assertEqual(first.calls, [])  # it would have been called before `last`
-
-    def test_observers_called_once_per_launch_in_registration_order(self):
-        app = self.host()
-        calls = []
-
-        def make(name):
-            def observer(args, *extra):
-                calls.append((name, args, extra))
-            return observer
-
-        first, second, third = make("first"), make("second"), make("third")
-        app.trace(first, "old")
-        app.trace(second)
-        app.trace(third)
-        app.trace(first, "new")  # registering again replaces the stored arguments only
-        done = self.collector(app)
-        for value in ("1", "2"):
-            self.assertEqual(hand_off(app.port, [value]).reason, "delivered")
-        done.wait(2)
-        self.assertEqual(calls, [
-            ("first", ("1",), ("new",)), ("second", ("1",), ()), ("third", ("1",), ()),
-            ("first", ("2",), ("new",)), ("second", ("2",), ()), ("third", ("2",), ()),
-        ])
-
-    def test_context_manager(self):
-        app = Socket_Singleton(port=0)
-        self.addCleanup(app.release)
-        with app as entered:
-            self.assertIs(entered, app)
-            self.assertTrue(app.listening)
-        self.assertFalse(app.listening)
-        assert_port_free(self, app.port)
-
-    def test_context_manager_releases_on_exception(self):
-        with self.assertRaises(KeyError):  # the exception is not swallowed
-            with Socket_Singleton(port=0) as app:
-                self.addCleanup(app.release)
-                raise KeyError("inside")
-        self.assertFalse(app.listening)
-        assert_port_free(self, app.port)
 
     def test_str(self):
         app = self.host()
@@ -152,6 +92,9 @@ class TestInProcess(HostTestCase):
     def test_repr_hides_an_empty_secret(self):
         self.assertShows(repr(self.host(secret="")), "secret=***")
 
+
+class TestPublicNames(support.ThreadLeakCheck):
+
     def test_all_is_the_public_api(self):
         self.assertEqual(sorted(package.__all__),
                          ["Launch", "MultipleSingletonsError", "Socket_Singleton", "__version__"])
@@ -175,17 +118,11 @@ class TestInProcess(HostTestCase):
         self.assertTrue(issubclass(namespace["MultipleSingletonsError"], Exception))
 
 
-class TestValidation(support.ThreadLeakCheck):
-
-    def construct(self, **kwargs):
-        kwargs.setdefault("port", 0)
-        app = Socket_Singleton(**kwargs)
-        self.addCleanup(app.release)  # only reached when validation wrongly let it through
-        return app
+class TestValidation(HostTestCase):
 
     def assertRejected(self, exc_type, name, value):
         with self.assertRaises(exc_type, msg="%s=%r" % (name, value)) as cm:
-            self.construct(**{name: value})
+            self.host(**{name: value})  # a host only if validation let it through
         self.assertRegex(str(cm.exception), r"\b%s\b" % name)
         return str(cm.exception)
 
@@ -235,12 +172,103 @@ class TestValidation(support.ThreadLeakCheck):
         assert_port_free(self, port)
 
     def test_fractional_timeouts_are_kept(self):
-        app = self.construct(timeout=0.5, handoff_timeout=0.25)
+        app = self.host(timeout=0.5, handoff_timeout=0.25)
         self.assertEqual(app.timeout, 0.5)
         self.assertEqual(app.handoff_timeout, 0.25)
         app.release()
-        app = self.construct(timeout=2.75)
+        app = self.host(timeout=2.75)
         self.assertEqual(app.timeout, 2.75)
+
+
+class TestTimeoutBounds(HostTestCase):
+    """Numbers out of range raise ValueError at once, with the allowed range."""
+
+    def test_timeouts_beyond_threading_timeout_max(self):
+        top = int(threading.TIMEOUT_MAX)
+        with self.assertRaises(ValueError) as caught:
+            Socket_Singleton(port=0, timeout=1e10 if top < 1e10 else 1e300)
+        self.assertEqual(str(caught.exception),
+                         "timeout must be between 0 and %d seconds" % top)
+        with self.assertRaises(ValueError) as caught:
+            Socket_Singleton(port=0, handoff_timeout=1e300)
+        self.assertEqual(str(caught.exception),
+                         "handoff_timeout must be greater than 0 and at most %d seconds" % top)
+
+    def test_the_largest_timeouts_work(self):
+        top = int(threading.TIMEOUT_MAX)
+        app = self.host(timeout=top)
+        collector = self.collector(app)
+        self.assertEqual(hand_off(app.port, ["x"], handoff_timeout=top).reason, "delivered")
+        self.assertEqual(collector.received, [("x",)])
+        timer = [t for t in library_threads(app.port) if t.name.endswith("-timeout")]
+        self.assertEqual(len(timer), 1)
+        self.assertTrue(timer[0].is_alive())  # not killed by an OverflowError
+        app.release()
+        timer[0].join(support.WAIT)
+        self.assertFalse(timer[0].is_alive())
+
+
+class TestAddresses(HostTestCase):
+
+    @unittest.skipUnless(support.has_ipv6_loopback(), "no IPv6 loopback")
+    def test_ipv6_loopback(self):
+        app = self.host(address="::1")
+        self.assertEqual(str(app), "Socket_Singleton(address='::1', port=%d)" % app.port)
+        collector = support.Collector()
+        app.trace(collector)
+        code, events, err = support.run_client(["over", "ipv6"],
+                                               {"kwargs": {"address": "::1", "port": app.port}})
+        self.assertEqual((code, events, err), (0, [], ""))
+        self.assertEqual(collector.wait(1), [("over", "ipv6")])
+        self.assertEqual(hand_off(app.port, ["in-process"], address="::1").reason, "delivered")
+        app.release()
+        assert_port_free(self, app.port, "::1")
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "counts /proc/self/fd")
+    def test_other_bind_errors_are_raised(self):
+        fds = support.open_fds()
+        with self.assertRaises(OSError) as cm:
+            Socket_Singleton(address="192.0.2.1", port=0)  # TEST-NET-1: not ours
+        self.assertNotEqual(cm.exception.errno, errno.EADDRINUSE)
+        self.assertEqual(support.open_fds(), fds)
+        self.assertEqual(library_threads(), [])
+
+    @unittest.skipUnless(os.name == "posix", "privileged ports are POSIX")
+    def test_privileged_port_raises_permission_error(self):
+        try:
+            with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+                if int(f.read()) <= 1:
+                    self.skipTest("any user may bind port 1 here")
+        except OSError:
+            pass
+        if os.geteuid() != 0:
+            with self.assertRaises(PermissionError):
+                Socket_Singleton(port=1)
+            return
+        # As root, try it from a child that drops its privileges first.
+        script = textwrap.dedent("""
+            import os, sys
+            from Socket_Singleton import Socket_Singleton, MultipleSingletonsError
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+            except OSError:
+                sys.exit(77)
+            try:
+                Socket_Singleton(port=1)
+            except PermissionError:
+                sys.exit(0)
+            except BaseException as err:
+                print(type(err).__name__, err)
+                sys.exit(1)
+            sys.exit(2)
+            """)
+        result = subprocess.run([sys.executable, "-c", script], env=support.app_env({}),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                timeout=support.WAIT)
+        if result.returncode == 77:
+            self.skipTest("cannot drop privileges")
+        self.assertEqual(result.returncode, 0, result.stdout)
 
 
 class TestLoggingAndVerbose(HostTestCase):
@@ -313,6 +341,237 @@ class TestLoggingAndVerbose(HostTestCase):
             self.assertEqual(hand_off(app.port, [value]).reason, "delivered")
         self.assertEqual(after.wait(3), [("1",), ("2",), ("3",)])
         self.assertEqual(calls, [("1",), ("2",), ("3",)])
+
+
+def blocked_delivery(test):
+    """A host of *test* (a HostTestCase) whose first observer blocks on the first launch,
+    followed by two more observers; returns (host, the two collectors, unblock)."""
+    app = test.host()
+    entered, unblock = threading.Event(), threading.Event()
+    test.addCleanup(unblock.set)
+
+    def blocking(args):
+        entered.set()
+        unblock.wait(support.WAIT)
+
+    app.trace(blocking)
+    second, third = test.collector(app), test.collector(app)
+    support.send_raw(app.port, b"go\0")
+    test.assertTrue(entered.wait(support.WAIT))
+    return app, second, third, unblock
+
+
+class TestObservers(HostTestCase):
+
+    def test_trace_passes_stored_arguments(self):
+        app = self.host()
+        collector = self.collector(app, 1, "two", key="value", other=None)
+        self.assertEqual(hand_off(app.port, ["x", "y"]).reason, "delivered")
+        self.assertEqual(collector.calls,
+                         [(("x", "y"), (1, "two"), {"key": "value", "other": None})])
+
+    def test_observers_called_once_per_launch_in_registration_order(self):
+        app = self.host()
+        calls = []
+
+        def make(name):
+            def observer(args, *extra):
+                calls.append((name, args, extra))
+            return observer
+
+        first, second, third = make("first"), make("second"), make("third")
+        app.trace(first, "old")
+        app.trace(second)
+        app.trace(third)
+        app.trace(first, "new")  # registering again replaces the stored arguments only
+        done = self.collector(app)
+        for value in ("1", "2"):
+            self.assertEqual(hand_off(app.port, [value]).reason, "delivered")
+        done.wait(2)
+        self.assertEqual(calls, [
+            ("first", ("1",), ("new",)), ("second", ("1",), ()), ("third", ("1",), ()),
+            ("first", ("2",), ("new",)), ("second", ("2",), ()), ("third", ("2",), ()),
+        ])
+
+    def test_observers_run_on_the_dispatch_thread(self):
+        app = self.host()
+        threads = []
+        app.trace(lambda args: threads.append(threading.current_thread()))
+        collector = support.Collector()
+        app.trace(collector)
+        hand_off(app.port, ["1"])
+        support.send_raw(app.port, b"2\0")
+        collector.wait(2)
+        self.assertEqual(len(set(threads)), 1)
+        self.assertIsNot(threads[0], threading.current_thread())
+        self.assertEqual(threads[0].name, "Socket_Singleton-%d-dispatch" % app.port)
+
+    def test_an_observer_calling_sys_exit_does_not_end_dispatch(self):
+        watcher = LogWatcher(self)
+        app = self.host(release_threshold=3)
+
+        def quitter(args):
+            if args == ("--quit",):
+                sys.exit(0)
+
+        app.trace(quitter)
+        collector = self.collector(app)
+        for args in (["--quit"], ["open", "a.txt"], ["open", "b.txt"]):
+            self.assertEqual(hand_off(app.port, args).reason, "delivered", args)
+        self.assertEqual(collector.wait(3), [("--quit",), ("open", "a.txt"), ("open", "b.txt")])
+        self.assertIs(watcher.wait_for("raised").exc_info[0], SystemExit)
+        # The third launch reached release_threshold: the host releases on its own.
+        join_library_threads(self, app.port, "dispatch", "listener")
+        self.assertFalse(app.listening)
+        assert_port_free(self, app.port)
+
+    def test_no_observer_is_called_after_release_returned(self):
+        app, second, third, unblock = blocked_delivery(self)
+        app.release()
+        unblock.set()
+        join_library_threads(self, app.port, "dispatch")
+        self.assertEqual((second.calls, third.calls), ([], []))
+
+
+class TestUntrace(HostTestCase):
+    """Once untrace() returns, no call of that observer starts."""
+
+    def test_untrace(self):
+        app = self.host()
+        app.untrace(lambda args: None)  # never registered: nothing happens
+        app.untrace(print)
+        first, last = support.Collector(), support.Collector()
+        app.trace(first)
+        app.trace(last)
+        app.untrace(first)
+        app.untrace(first)
+        self.assertEqual(hand_off(app.port, ["after-untrace"]).reason, "delivered")
+        self.assertEqual(last.wait(1), [("after-untrace",)])
+        self.assertEqual(first.calls, [])  # it would have been called before `last`
+
+    def test_no_observer_is_called_after_untrace_returned(self):
+        app, second, third, unblock = blocked_delivery(self)
+        app.untrace(third)
+        unblock.set()
+        support.send_raw(app.port, b"next\0")
+        self.assertEqual(second.wait(2), [("go",), ("next",)])  # "go" is done with by now
+        self.assertEqual(third.calls, [])
+
+    def test_untrace_while_dispatch_is_about_to_call(self):
+        untraced, paused, resume, armed = (threading.Event() for _ in range(4))
+        late, calls, exits = [], [], []
+        condition_exit = threading.Condition.__exit__.__code__
+
+        def on_return(frame, event, arg):
+            # The dispatch thread leaves its lock twice before it calls the observer: after
+            # taking the launch, and after checking the observer is still registered. Pause
+            # it at the second, between the check and the call.
+            if event == "return":
+                exits.append(frame)
+                if len(exits) == 2:
+                    paused.set()
+                    resume.wait(support.WAIT)
+
+        def tracer(frame, event, arg):
+            if (armed.is_set() and frame.f_code is condition_exit
+                    and threading.current_thread().name.endswith("-dispatch")):
+                return on_return
+            return None
+
+        threading.settrace(tracer)  # for the threads the constructor starts
+        try:
+            app = self.host()
+        finally:
+            threading.settrace(None)
+
+        def observer(args):
+            calls.append(args)
+            if untraced.is_set():
+                late.append(args)
+
+        app.trace(observer)
+        armed.set()
+        support.send_raw(app.port, b"go\0")
+        self.assertTrue(paused.wait(support.WAIT), "the dispatch thread did not pause")
+
+        def untrace():
+            app.untrace(observer)
+            untraced.set()
+
+        helper = threading.Thread(target=untrace)
+        helper.start()
+        untraced.wait(support.SHORT)  # returns now (too early) or once the call is over
+        resume.set()
+        helper.join(support.WAIT)
+        self.assertTrue(untraced.is_set())
+        self.assertEqual(calls, [("go",)])
+        self.assertEqual(late, [], "a call started after untrace() returned")
+
+    def test_untrace_from_inside_the_observer(self):
+        app = self.host()
+        returned = threading.Event()
+
+        def observer(args):
+            app.untrace(observer)
+            returned.set()
+
+        app.trace(observer)
+        collector = self.collector(app)
+        support.send_raw(app.port, b"one\0")
+        self.assertTrue(returned.wait(support.WAIT), "untrace() deadlocked in its observer")
+        collector.wait(1)
+        support.send_raw(app.port, b"two\0")
+        collector.wait(2)
+
+
+class TestLaunchesBeforeTrace(HostTestCase):
+
+    def setUp(self):
+        super().setUp()
+        support.tune(self, delivery_wait=0.05)  # "queued" answers sooner
+
+    def test_launches_before_trace(self):
+        app = self.host()
+        for args in (["a1"], ["b1", "b2"], ["c"]):
+            self.assertEqual(hand_off(app.port, args).reason, "queued")
+        self.assertEqual(app.arguments, (("a1",), ("b1", "b2"), ("c",)))
+        for launch in app.arguments:
+            self.assertIsInstance(launch, Launch)
+            self.assertEqual((launch.pid, launch.cwd), (os.getpid(), os.getcwd()))
+        calls = []
+        thread_of_trace = threading.current_thread()
+
+        def first(args):
+            calls.append((args, threading.current_thread() is thread_of_trace))
+
+        app.trace(first)
+        second = support.Collector()
+        app.trace(second)
+        self.assertEqual(hand_off(app.port, ["d"]).reason, "delivered")
+        self.assertEqual(second.wait(1), [("d",)])  # the second gets no old launches
+        # Each once, in order, and never on the thread that called trace().
+        self.assertEqual(calls, [(("a1",), False), (("b1", "b2"), False), (("c",), False),
+                                 (("d",), False)])
+        self.assertEqual(app.arguments, ())
+
+    def test_launch_outlives_the_observer_that_saw_it_arrive(self):
+        app = self.host()
+        for args in (["x1"], ["x2"]):
+            self.assertEqual(hand_off(app.port, args).reason, "queued")
+        entered, unblock = threading.Event(), threading.Event()
+
+        def first(args):
+            entered.set()
+            unblock.wait(support.WAIT)
+
+        app.trace(first)
+        self.assertTrue(entered.wait(support.WAIT))  # first is busy with x1; x2 waits
+        second = support.Collector()
+        app.trace(second)
+        app.untrace(first)  # x2's only observer leaves before x2 is delivered
+        unblock.set()
+        self.assertEqual(second.wait(1), [("x2",)])
+        self.assertEqual(app.arguments, ())
 
 
 if __name__ == "__main__":

@@ -2,9 +2,6 @@
 
 import os
 import re
-import socket
-import subprocess
-import sys
 import tempfile
 import unittest
 
@@ -12,64 +9,9 @@ import Socket_Singleton as package
 from Socket_Singleton import Socket_Singleton, _wire
 
 from . import support
+from .support import FOREIGN_PROGRAMS, assert_port_free, cli
 
 SECRET_ENV = "SS_TEST_CLI_SECRET"
-
-
-class Result:
-    """How one run of the command line ended."""
-
-    def __init__(self, pid, code, out, err):
-        self.pid, self.code, self.out, self.err = pid, code, out, err
-
-    def __repr__(self):
-        return "<exit %s, stdout %r, stderr %r>" % (self.code, self.out, self.err)
-
-
-def cli(*args, cwd=support.ROOT, env=None, unset=()):
-    """Run ``python -m Socket_Singleton ARGS`` to completion with the checkout on sys.path."""
-    environ = support.app_env({})
-    environ.update(env or {})
-    for name in unset:
-        environ.pop(name, None)
-    proc = subprocess.Popen([sys.executable, "-m", "Socket_Singleton", *args], cwd=cwd,
-                            env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    out, err = support.communicate(proc)
-    return Result(proc.pid, proc.returncode, support.text(out), support.text(err))
-
-
-def start_app_host(test, **kwargs):
-    """A test_app.py host on a free port; returns (app, port, pid from its "host" event)."""
-    app = support.AppProcess(config={"kwargs": dict(kwargs, port=0)})
-    test.addCleanup(app.stop)
-    event = app.wait_for("host")
-    return app, event["port"], event["pid"]
-
-
-def assert_port_free(test, port):
-    """A plain socket, without SO_REUSEADDR, can bind the port right now."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as err:
-            test.fail("port %d is not free: %s" % (port, err))
-
-
-def closes_after_the_preamble(conn, record):
-    """As a 2.0.0 host: reads what the client sends first (its preamble), closes unanswered."""
-    support.recv_exactly(conn, len(_wire.PREAMBLE), record)
-
-
-def answers_like_a_web_server(conn, record):
-    support.recv_exactly(conn, len(_wire.PREAMBLE), record)
-    conn.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-
-
-# Programs that are not Socket_Singleton hosts, as support.FakeServer handlers: "silent"
-# accepts and never answers (it reads until the client gives up).
-FOREIGN_PROGRAMS = {"close": closes_after_the_preamble, "garbage": answers_like_a_web_server,
-                    "silent": support.read_to_end}
 
 
 # What the command line says of each foreign program, after "socket-singleton: ADDRESS: ".
@@ -136,11 +78,25 @@ class TestCommandLineUsage(CommandLineTestCase):
                 self.assertOneLineError(result, 2, "socket-singleton: error: ")
                 self.assertIn(mentioned, result.err)
 
+    def test_timeout_that_is_not_a_finite_number_is_a_usage_error(self):
+        port = str(support.free_port())
+        for value in ("nan", "inf"):
+            for command in ("status", "send"):
+                with self.subTest(command=command, timeout=value):
+                    result = cli(command, "--port", port, "--timeout", value)
+                    self.assertEqual(result.code, 2, result)
+                    self.assertEqual(result.out, "")
+                    lines = result.err.splitlines()
+                    self.assertEqual(len(lines), 1, result)
+                    self.assertTrue(lines[0].startswith("socket-singleton: error: "), lines)
+                    self.assertIn("--timeout", lines[0])
+
 
 class TestCommandLineStatus(CommandLineTestCase):
 
     def test_running_host(self):
-        _, port, pid = start_app_host(self)
+        host, port = support.start_host(self, support.config(0))
+        pid = host.host_pid
         result = cli("status", "--port", str(port))
         self.assertEqual(result.code, 0, result)
         self.assertEqual(result.out, "a Socket_Singleton host listens on 127.0.0.1:%d (pid %d)\n"
@@ -190,11 +146,19 @@ class TestCommandLineStatus(CommandLineTestCase):
         self.assertEqual(collector.wait(1), [("after",)])
         self.assertEqual(app.clients, 1)
 
+    def test_status_of_a_host_that_answers_retry_is_not_running(self):
+        server = support.FakeServer(self, support.answering_hello_with(
+            _wire.encode_ack(_wire.RETRY, "the host is releasing the port")))
+        result = cli("status", "--port", str(server.port))
+        self.assertEqual(result.code, 3, result)
+        self.assertEqual(result.out, "")
+
 
 class TestCommandLineSend(CommandLineTestCase):
 
     def test_delivers_exact_arguments_with_the_cli_cwd(self):
-        host, port, pid = start_app_host(self)
+        host, port = support.start_host(self, support.config(0))
+        pid = host.host_pid
         args = ["-x", "--new-window", "", "two words", "naïve ☃ 日本語", "--port", "--"]
         with tempfile.TemporaryDirectory() as where:
             result = cli("send", "--port", str(port), "--", *args, cwd=where)
@@ -208,14 +172,15 @@ class TestCommandLineSend(CommandLineTestCase):
             self.assertEqual(event["pid"], result.pid)
 
     def test_without_arguments(self):
-        host, port, _ = start_app_host(self, deliver_empty=True)
+        host, port = support.start_host(self, support.config(0, deliver_empty=True))
         result = cli("send", "--port", str(port))
         self.assertEqual(result.code, 0, result)
         self.assertEqual(support.decode_args(host.wait_for("launch")), [])
 
     def test_ignored_arguments_exit_0_as_a_launch_would(self):
         # An "open with" wrapper run without files, or past max_clients: nothing to do.
-        host, port, pid = start_app_host(self, max_clients=2)
+        host, port = support.start_host(self, support.config(0, max_clients=2))
+        pid = host.host_pid
         result = cli("send", "--port", str(port))  # client 1: no arguments
         self.assertEqual((result.code, result.err), (0, ""), result)
         self.assertEqual(result.out, "ignored by the host on 127.0.0.1:%d (pid %d): there were "
@@ -252,7 +217,8 @@ class TestCommandLineSend(CommandLineTestCase):
         self.assertOneLineError(result, 5)
 
     def test_secret_from_environment(self):
-        host, port, pid = start_app_host(self, secret="s3cret")
+        host, port = support.start_host(self, support.config(0, secret="s3cret"))
+        pid = host.host_pid
         right = {SECRET_ENV: "s3cret"}
         result = cli("status", "--port", str(port), "--secret-env", SECRET_ENV, env=right)
         self.assertEqual((result.code, result.err), (0, ""), result)
@@ -264,7 +230,7 @@ class TestCommandLineSend(CommandLineTestCase):
         self.assertEqual(support.decode_args(host.wait_for("launch")), [b"first"])
 
     def test_wrong_or_missing_secret_delivers_nothing(self):
-        host, port, _ = start_app_host(self, secret="s3cret")
+        host, port = support.start_host(self, support.config(0, secret="s3cret"))
         result = cli("send", "--port", str(port), "--secret-env", SECRET_ENV, "--", "wrong",
                      env={SECRET_ENV: "guess"})
         self.assertOneLineError(result, 6)

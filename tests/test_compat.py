@@ -13,37 +13,12 @@ import unittest
 from contextlib import redirect_stderr
 from unittest import mock
 
-from Socket_Singleton import (
-    Socket_Singleton,
-    _client,
-    _dispatch,
-    _host,
-    _singleton,
-    _wire,
-)
+from Socket_Singleton import Socket_Singleton, _client, _wire
 
 from . import support
-from .support import FakeServer, LogWatcher, hand_off
-from .test_handoff import in_process_host, turned_away
+from .support import FakeServer, LogWatcher, hand_off, in_process_host, legacy_host
 
 ARG = "compat-\u00e9t\u00e9-%d" % os.getpid()
-
-
-def legacy_host(test, observers=True):
-    """A stand-in for a running 2.0.0 host, written from its documented behaviour: per
-    connection one recv(1024), split on NUL, the non-empty pieces go to the observers (when
-    it has any), then close. Returns the server and the list of what its observers got."""
-    handed = []
-
-    def handler(conn, record):
-        data = conn.recv(1024)
-        record += data
-        args = tuple(part for part in data.decode("utf-8", "replace").rstrip("\0").split("\0")
-                     if part)
-        if args and observers:
-            handed.append(args)
-
-    return FakeServer(test, handler), handed
 
 
 def deadline():
@@ -139,11 +114,7 @@ class TestRunning200Instance(unittest.TestCase):
         self.assertIn("legacy_handoff cannot be combined with a secret", str(caught.exception))
 
     def test_a_program_that_answers_like_a_web_server_is_named(self):
-        def handler(conn, record):
-            record += conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-
-        server = FakeServer(self, handler)
+        server = FakeServer(self, support.answers_like_a_web_server)
         err = hand_off(server.port, [ARG])
         self.assertEqual(err.reason, "foreign")
         self.assertEqual(err.detail, "the program on the port is not a Socket_Singleton host "
@@ -155,8 +126,7 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
 
     def test_a_launch_is_answered_at_once_without_an_observer(self):
         # An answer that waited for an observer would come only after DELIVERY_WAIT.
-        with mock.patch.object(_host, "DELIVERY_WAIT", 10 * support.WAIT), \
-                mock.patch.object(_singleton, "TRACE_GRACE", 0):
+        with support.tuned(delivery_wait=10 * support.WAIT, trace_grace=0):
             host = in_process_host(self)
             err = hand_off(host.port, [ARG], handoff_timeout=support.WAIT)
         self.assertEqual(err.reason, "queued")
@@ -166,8 +136,7 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
         # Launches that come before the application's first trace() (a moment after the
         # constructor returned) wait for it, and are delivered.
         collector = support.Collector()
-        with mock.patch.object(_singleton, "TRACE_GRACE", support.WAIT), \
-                mock.patch.object(_host, "DELIVERY_WAIT", support.WAIT):
+        with support.tuned(trace_grace=support.WAIT, delivery_wait=support.WAIT):
             host = in_process_host(self)
             tracer = threading.Timer(support.SHORT, host.trace, (collector,))
             tracer.start()
@@ -177,57 +146,18 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
         self.assertEqual(collector.received, [(ARG,)])
 
     def test_any_number_of_launches_end_well_in_bounded_memory(self):
-        with mock.patch.object(_singleton, "TRACE_GRACE", 0):
+        with support.tuned(trace_grace=0):
             host = in_process_host(self)
         reasons = []
         for n in range(5000):
             reasons.append(hand_off(host.port, ["launch-%d" % n]).reason)
-        kept = _dispatch.MAX_PENDING
+        kept = support.knob("max_pending")
         self.assertEqual(reasons, ["queued"] * kept + ["ignored"] * (5000 - kept))
         self.assertEqual(len(host.arguments), kept)
         self.assertEqual(host.arguments[-1], ("launch-%d" % (kept - 1),))
         self.assertEqual(host.clients, 5000)
         code, err = strict_launch(["one more"], host.port)
         self.assertEqual((code, err), (0, ""))
-
-    def test_with_observers_a_full_queue_is_still_refused(self):
-        release = threading.Event()
-        self.addCleanup(release.set)
-        started = threading.Event()
-
-        def blocked(args):
-            started.set()
-            release.wait(support.WAIT)
-
-        host = in_process_host(self, blocked)
-        with mock.patch.object(_dispatch, "MAX_PENDING", 2):
-            reasons = [hand_off(host.port, ["taken"]).reason]
-            self.assertTrue(started.wait(support.WAIT))
-            reasons += [hand_off(host.port, ["n%d" % n]).reason for n in range(3)]
-        # the first is with the blocked observer, two wait in the queue, the fourth finds it full
-        self.assertEqual(reasons, ["queued", "queued", "queued", "rejected"])
-
-
-class TestMaxClients(unittest.TestCase):
-    def test_a_launch_past_max_clients_exits_0(self):
-        host, port = support.start_host(self, {"kwargs": {"port": 0, "max_clients": 1}})
-        self.assertEqual(strict_launch(["first"], port), (0, ""))
-        self.assertEqual(strict_launch(["second"], port), (0, ""))
-        self.assertEqual(strict_launch([], port), (0, ""))
-        outcome = turned_away(self, ["third"], port)
-        self.assertEqual((outcome["reason"], outcome["delivered"]), ("ignored", False))
-        self.assertIn("It ignored the launch: max_clients reached.", outcome["message"])
-        self.assertEqual(support.decode_args(host.wait_for("launch")), [b"first"])
-
-
-class TestEmptyLaunch(unittest.TestCase):
-    def test_a_launch_without_arguments_is_reported_ignored(self):
-        collector = support.Collector()
-        host = in_process_host(self, collector)
-        err = hand_off(host.port, [])
-        self.assertEqual((err.reason, err.delivered), ("ignored", False))
-        self.assertEqual(err.detail, "there were no arguments to deliver")
-        self.assertEqual((collector.received, host.clients), ([], 1))
 
 
 class TestBusyPort(unittest.TestCase):
@@ -315,10 +245,7 @@ class TestPrivateNamesOf200(support.ThreadLeakCheck):
 
 class TestMessages(unittest.TestCase):
     def test_ipv6_addresses_are_bracketed(self):
-        try:
-            with socket.socket(socket.AF_INET6) as probe:
-                probe.bind(("::1", 0))
-        except OSError:
+        if not support.has_ipv6_loopback():
             self.skipTest("no IPv6 loopback")
         with socket.socket(socket.AF_INET6) as holder:
             holder.bind(("::1", 0))
@@ -365,8 +292,7 @@ class TestExactlyOnce(support.ThreadLeakCheck):
         launch = _wire.encode_launch(b"", b"i" * _wire.ID_SIZE, os.getpid(), "/", (ARG,))
         answers = []
         for _ in range(2):
-            with socket.create_connection(("127.0.0.1", host.port), support.WAIT) as sock:
-                self.assertEqual(support.raw_handshake(sock)[0], _wire.WELCOME)
+            with support.hello(host.port) as sock:
                 sock.sendall(launch)
                 answers.append(_client._read_frame(sock, deadline()))
         self.assertEqual(answers, [(_wire.ACK, _wire.DELIVERED)] * 2)

@@ -1,6 +1,6 @@
-"""The hand-off between a launch and the host (issue 3): acknowledged delivery, takeover while
-the host goes away, verified hosts, the secret handshake, the client's context, the documented
-raw forms, and a fuzz of the host's parser."""
+"""The hand-off between a launch and the host (issue 3): acknowledged delivery, the exact
+arguments, empty launches, takeover while the host goes away, verified hosts, the client's
+context, the documented raw forms, and a fuzz of the host's parser."""
 
 import collections
 import json
@@ -10,16 +10,31 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import unittest
-from unittest import mock
 
-from Socket_Singleton import Launch, Socket_Singleton, _host, _wire
+from Socket_Singleton import Launch, _wire
 
 from . import support
-from .support import FakeServer, LogWatcher, hand_off, read_to_end, recv_exactly
+from .support import (
+    FakeServer,
+    HostTestCase,
+    LogWatcher,
+    assert_strict_failure,
+    client_config,
+    config,
+    hand_off,
+    in_process_host,
+    legacy_host,
+    raw_exchange,
+    read_to_end,
+    recv_exactly,
+    run_concurrently,
+    turned_away,
+)
 
 POSIX = os.name == "posix"
 # Distinctive values, so that a search through captured bytes cannot miss them or match by luck.
@@ -27,91 +42,13 @@ ARG = "arg-Pangolin-\u00e9l\u00e9phant-%d" % os.getpid()
 SECRET = "secret-Marmalade-\u00c4pfel-%d" % os.getpid()
 
 
-# -- helpers -------------------------------------------------------------------------------
-
-def client_config(port, **kwargs):
-    """test_app config for a launch that reports its outcome (strict=False unless given)."""
-    kwargs.setdefault("strict", False)
-    kwargs["port"] = port
-    return {"kwargs": kwargs}
-
-
-def turned_away(test, args, port, **kwargs):
-    """Run a strict=False launch to completion; returns its "turned-away" event."""
-    code, events, err = support.run_client(args, client_config(port, **kwargs))
-    test.assertEqual(code, 3, "the launch did not report an outcome: %r %s" % (events, err))
-    test.assertEqual([e["event"] for e in events], ["turned-away"], err)
-    return events[0]
-
-
-def assert_strict_failure(test, code, events, err):
-    """A strict launch that was not delivered: exit status 1, one clear line on stderr."""
-    test.assertEqual(code, 1, err)
-    test.assertEqual(events, [])
-    lines = err.strip().splitlines()
-    test.assertEqual(len(lines), 1, "expected one line on stderr, got: %r" % err)
-    test.assertTrue(lines[0].startswith("Socket_Singleton: "), lines[0])
-
-
-def run_concurrently(launches):
-    """Start every ``(args, config)`` launch at once, then wait for each; returns
-    ``[(returncode, events, stderr), ...]`` in order."""
-    procs = [support.launch(args, config) for args, config in launches]
-    results = []
-    for proc in procs:
-        out, err = support.communicate(proc)
-        events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
-        results.append((proc.returncode, events, support.text(err)))
-    return results
-
-
-def in_process_host(test, observer=None, **kwargs):
-    """A host in this process on an ephemeral port; released when *test* ends."""
-    host = Socket_Singleton(port=0, **kwargs)
-    test.addCleanup(host.release)
-    if observer is not None:
-        host.trace(observer)
-    return host
-
-
-def raw_exchange(port, data, shutdown=True):
-    """Be a raw peer: send *data*, shut down our side (unless told not to), then read until
-    the host closes. Returns ``(bytes the host wrote, how it ended)``; the end is "eof" or
-    "reset". Fails if the host keeps the connection open beyond support.WAIT."""
-    received = bytearray()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(support.WAIT)
-        sock.connect(("127.0.0.1", port))
-        try:
-            sock.sendall(data)
-            if shutdown:
-                try:
-                    sock.shutdown(socket.SHUT_WR)
-                except OSError:  # ENOTCONN: the host has already reset the connection
-                    return b"", "reset"
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return bytes(received), "eof"
-                received += chunk
-        except socket.timeout:
-            raise AssertionError("the host kept a raw connection open for %s s (sent %r...)"
-                                 % (support.WAIT, data[:40])) from None
-        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
-            return bytes(received), "reset"
-
-
-# -- acknowledged hand-off ----------------------------------------------------------------------
-
 class TestAcknowledgedHandoff(support.ThreadLeakCheck):
     """A launch ends only once its host has handled it, and says how."""
 
     def test_exit_status_zero_means_the_observer_has_run(self):
         # The 0.5 s bound after which a busy observer is acknowledged as "queued" is out of
         # the way: on a loaded machine even a quick observer could exceed it.
-        patcher = mock.patch.object(_host, "DELIVERY_WAIT", support.WAIT)
-        patcher.start()
-        self.addCleanup(patcher.stop)
+        support.tune(self, delivery_wait=support.WAIT)
         seen = []
         busy = threading.Event()  # never set: waiting on it stands for the observer's work
 
@@ -122,7 +59,7 @@ class TestAcknowledgedHandoff(support.ThreadLeakCheck):
         host = in_process_host(self, observer)
         for n in range(5):
             args = ["%s-%d" % (ARG, n), "second"]
-            code, events, err = support.run_client(args, {"kwargs": {"port": host.port}})
+            code, events, err = support.run_client(args, config(host.port))
             self.assertEqual((code, events, err), (0, [], ""))
             # No waiting here: the process has exited, so the observer must already have run.
             self.assertEqual(seen[-1:], [tuple(args)])
@@ -134,9 +71,7 @@ class TestAcknowledgedHandoff(support.ThreadLeakCheck):
     def test_the_launch_waits_for_an_observer_that_is_working(self):
         # With the delivery bound out of the way, the launch ends exactly when the observer
         # returns: not before.
-        patcher = mock.patch.object(_host, "DELIVERY_WAIT", support.WAIT)
-        patcher.start()
-        self.addCleanup(patcher.stop)
+        support.tune(self, delivery_wait=support.WAIT)
         entered, proceed, seen = threading.Event(), threading.Event(), []
 
         def observer(args):
@@ -145,7 +80,7 @@ class TestAcknowledgedHandoff(support.ThreadLeakCheck):
             seen.append(tuple(args))
 
         host = in_process_host(self, observer)
-        proc = support.launch([ARG], {"kwargs": {"port": host.port}})
+        proc = support.launch([ARG], config(host.port))
         try:
             self.assertTrue(entered.wait(support.WAIT), "the observer was never called")
             with self.assertRaises(subprocess.TimeoutExpired):
@@ -167,7 +102,7 @@ class TestAcknowledgedHandoff(support.ThreadLeakCheck):
         self.assertEqual(host.wait_for("launch")["args"], [b"first".hex()])  # and still blocked
         second = turned_away(self, ["second"], port)
         self.assertEqual((second["reason"], second["delivered"]), ("queued", True))
-        code, events, err = support.run_client(["third"], {"kwargs": {"port": port}})
+        code, events, err = support.run_client(["third"], config(port))
         self.assertEqual((code, events, err), (0, [], ""))  # strict: queued is success
         host.send("unblock")
         self.assertEqual([e["args"] for e in host.launches(2)],
@@ -182,15 +117,16 @@ class TestAcknowledgedHandoff(support.ThreadLeakCheck):
         self.assertEqual(launch["args"], [os.fsencode(ARG).hex(), b"x".hex()])
 
     def test_a_launch_beyond_max_clients_is_reported_ignored(self):
-        host, port = support.start_host(self, {"kwargs": {"port": 0, "max_clients": 1}})
+        host, port = support.start_host(self, config(0, max_clients=1))
         self.assertEqual(turned_away(self, ["kept"], port)["reason"], "delivered")
         ignored = turned_away(self, ["dropped"], port)
         self.assertEqual((ignored["reason"], ignored["delivered"]), ("ignored", False))
         self.assertTrue(ignored["message"].endswith(
             "It ignored the launch: max_clients reached."), ignored["message"])
-        # As in 2.0.0, a strict launch that was ignored exits 0 and says nothing.
-        self.assertEqual(support.run_client(["dropped too"], {"kwargs": {"port": port}}),
-                         (0, [], ""))
+        # As in 2.0.0, a strict launch that was ignored exits 0 and says nothing, with
+        # arguments or without.
+        self.assertEqual(support.run_client(["dropped too"], config(port)), (0, [], ""))
+        self.assertEqual(support.run_client([], config(port)), (0, [], ""))
         host.send("release")
         events = []
         while not events or events[-1]["event"] != "released":
@@ -198,7 +134,80 @@ class TestAcknowledgedHandoff(support.ThreadLeakCheck):
         self.assertEqual([e["args"] for e in events if e["event"] == "launch"], [[b"kept".hex()]])
 
 
-# -- takeover -----------------------------------------------------------------------------------
+class TestExactArguments(HostTestCase):
+
+    def assertArrivesExactly(self, args, expected=None, popen_args=None):
+        host, port = support.start_host(self, config(0))
+        code, events, err = support.run_client(popen_args or args, config(port))
+        self.assertEqual((code, events, err), (0, [], ""))
+        received = support.decode_args(host.wait_for("launch"))
+        self.assertEqual(received, expected or [os.fsencode(arg) for arg in args])
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "needs Linux's argv limits")
+    def test_two_mib_of_arguments(self):
+        import resource
+
+        # 64 arguments of 32 KiB (Linux takes at most 128 KiB per argument). The total
+        # command line is limited to a quarter of the stack limit: raise it for the child.
+        args = ["%02d" % i + chr(0x41 + i % 26) * (32 * 1024 - 2) for i in range(64)]
+        self.assertEqual(sum(len(arg) for arg in args), 2 * 1024 * 1024)
+        soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+        wanted = 64 * 1024 * 1024
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            self.skipTest("the stack limit cannot be raised enough")
+        host, port = support.start_host(self, config(0))
+        resource.setrlimit(resource.RLIMIT_STACK, (wanted, hard))
+        try:
+            proc = support.launch(args, config(port))
+        finally:
+            resource.setrlimit(resource.RLIMIT_STACK, (soft, hard))
+        out, err = support.communicate(proc)
+        self.assertEqual((proc.returncode, out, err), (0, b"", b""))
+        received = support.decode_args(host.wait_for("launch"))
+        self.assertEqual(len(received), 64)
+        self.assertTrue(received == [arg.encode() for arg in args], "the arguments were altered")
+
+    def test_empty_strings_newlines_and_unicode(self):
+        self.assertArrivesExactly([
+            "", "line one\nline two", "\r\n", "\n", "tab\there", " spaced ", "",
+            "ünïcødé", "日本語テキスト", "emoji 😀🎉", "\u202eright-to-left", "e\u0301",
+            "quotes ' \" `", "back\\slash", "--", "-", "$HOME %PATH%", "\x7f\x01", "",
+        ])
+
+    @unittest.skipIf(os.name != "posix", "bytes arguments need POSIX")
+    def test_non_utf8_bytes(self):
+        raw = [b"\xff\xfe", b"caf\xe9", b"\xc3\x28", b"ok", b"\xed\xa0\x80", b""]
+        self.assertArrivesExactly(None, expected=raw, popen_args=raw)
+
+
+class TestEmptyLaunches(HostTestCase):
+
+    def test_not_delivered_by_default(self):
+        app = self.host()
+        collector = support.Collector()
+        app.trace(collector)
+        error = hand_off(app.port, [])  # answered "ignored": nothing was delivered
+        self.assertEqual((error.reason, error.detail, error.delivered),
+                         ("ignored", "there were no arguments to deliver", False))
+        support.send_raw(app.port, b"\0")  # 2.0.0's empty launch
+        support.send_raw(app.port, b"")  # connects and closes: not a launch
+        self.assertEqual(hand_off(app.port, ["after"]).reason, "delivered")
+        self.assertEqual(collector.received, [("after",)])
+        self.assertEqual(app.clients, 3)
+
+    def test_delivered_with_deliver_empty(self):
+        app = self.host(deliver_empty=True)
+        collector = support.Collector()
+        app.trace(collector)
+        self.assertEqual(hand_off(app.port, []).reason, "delivered")
+        self.assertEqual(collector.wait(1), [()])
+        support.send_raw(app.port, b"\0")
+        self.assertEqual(collector.wait(2), [(), ()])
+        support.send_raw(app.port, b"")
+        self.assertEqual(hand_off(app.port, ["after"]).reason, "delivered")
+        self.assertEqual(collector.received, [(), (), ("after",)])
+        self.assertEqual(app.clients, 3)
+
 
 class _Fleet:
     """Launches of test_app.py whose output lines all land in one queue as
@@ -249,20 +258,8 @@ class _Fleet:
 
     def stop(self, index):
         """End launch *index* (closing its stdin releases a host) and collect its output."""
-        proc = self.procs[index]
-        if proc.poll() is None:
-            try:
-                proc.stdin.close()
-                proc.wait(timeout=support.WAIT)
-            except (OSError, subprocess.TimeoutExpired):
-                proc.kill()
-                proc.wait()
-        self._readers[index].join(support.WAIT)  # its last line is in the queue
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        # Its reader is joined first: its last line is in the queue.
+        support.end_by_stdin(self.procs[index], self._readers[index])
 
     def stop_all(self):
         for index in range(len(self.procs)):
@@ -284,7 +281,7 @@ class TestTakeover(unittest.TestCase):
         fleet = _Fleet(self)
         # Generous bounds for a machine loaded by 100 starting interpreters: this test is
         # about the outcome of each launch, not about how fast it comes.
-        patch = {"_host.DELIVERY_WAIT": support.WAIT / 2}
+        patch = support.app_knobs(delivery_wait=support.WAIT / 2)
         # Observers that take a little time, so that launches are waiting for delivery when
         # their host goes away.
         delay = 0.02
@@ -293,7 +290,7 @@ class TestTakeover(unittest.TestCase):
         index, event, _ = fleet.next()
         if (index, event["event"]) != (first, "host"):
             self.fail("the first launch did not become the host: %s" % fleet.stderr(first))
-        config = {"kwargs": {"port": event["port"], "strict": False,
+        launch_config = {"kwargs": {"port": event["port"], "strict": False,
                              "handoff_timeout": support.WAIT}, "patch": patch,
                   "observer_delay": delay}
 
@@ -317,7 +314,7 @@ class TestTakeover(unittest.TestCase):
         def start_launches(count):
             for _ in range(count):
                 arg = "%s-%03d" % (ARG, len(unique))
-                index = fleet.start([arg], config)
+                index = fleet.start([arg], launch_config)
                 unique[index] = arg
                 pending.add(index)
 
@@ -433,20 +430,18 @@ def _kill(fleet, index):
     fleet.procs[index].kill()
 
 
-# -- verified hosts -----------------------------------------------------------------------------
-
 class TestVerifiedHosts(unittest.TestCase):
     """A launch tells a host from a stopped host and from a foreign program, sends nothing of
     the user's to anything it could not verify, and says what happened."""
 
     @unittest.skipUnless(hasattr(signal, "SIGSTOP"), "needs SIGSTOP")
     def test_a_stopped_host_ends_every_launch_with_no_answer(self):
-        host, port = support.start_host(self, {"kwargs": {"port": 0}})
+        host, port = support.start_host(self, config(0))
         host.proc.send_signal(signal.SIGSTOP)
         self.addCleanup(host.proc.send_signal, signal.SIGCONT)  # runs before host.stop
         results = run_concurrently(
             [(["quiet-%d" % n], client_config(port)) for n in range(3)]
-            + [(["strict-%d" % n], {"kwargs": {"port": port}}) for n in range(3)])
+            + [(["strict-%d" % n], config(port)) for n in range(3)])
         for code, events, err in results[:3]:
             self.assertEqual(code, 3, err)
             self.assertEqual([(e["reason"], e["delivered"]) for e in events],
@@ -480,12 +475,7 @@ class TestVerifiedHosts(unittest.TestCase):
         self.foreign(read_to_end, "no-answer", handoff_timeout=1.0)
 
     def test_a_foreign_program_that_answers_garbage(self):
-        def handler(conn, record):
-            record += conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-            read_to_end(conn, record)
-
-        server, results = self.foreign(handler, "foreign")
+        server, results = self.foreign(support.answers_like_a_web_server, "foreign")
         detail = ("the program on the port is not a Socket_Singleton host (it answers like an "
                   "HTTP server)")
         for _, events, _ in (results[0], results[2]):
@@ -519,7 +509,7 @@ class TestVerifiedHosts(unittest.TestCase):
             port = holder.getsockname()[1]
             results = run_concurrently([
                 ([ARG], client_config(port, handoff_timeout=support.WAIT)),
-                ([ARG], {"kwargs": {"port": port, "handoff_timeout": support.WAIT}}),
+                ([ARG], config(port, handoff_timeout=support.WAIT)),
             ])
         code, events, err = results[0]
         self.assertEqual(code, 3, err)
@@ -544,33 +534,17 @@ class TestVerifiedHosts(unittest.TestCase):
 class TestHandoffToLegacyHost(unittest.TestCase):
     """A 2.0.0 host on the port: it cannot be verified, so it must receive nothing."""
 
-    @staticmethod
-    def legacy_server(test):
-        """Behaves like 2.0.0's server loop: one recv(1024), split on NUL, keep the non-empty
-        pieces (what its observers would be called with), close."""
-        handed_to_observers = []
-
-        def handler(conn, record):
-            data = conn.recv(1024)
-            record += data
-            parts = data.decode("utf-8", errors="replace").rstrip("\x00").split("\x00")
-            args = tuple(arg for arg in parts if arg)
-            if args:
-                handed_to_observers.append(args)
-
-        return FakeServer(test, handler), handed_to_observers
-
     def test_the_stand_in_is_faithful(self):
-        server, handed = self.legacy_server(self)
+        server, handed = legacy_host(self)
         support.send_raw(server.port, b"a\0\0b\0")
         server.close()
         self.assertEqual(handed, [("a", "b")])
 
     def test_our_client_sends_a_legacy_host_nothing(self):
-        server, handed = self.legacy_server(self)
+        server, handed = legacy_host(self)
         results = run_concurrently([
             ([ARG], client_config(server.port)),
-            ([ARG], {"kwargs": {"port": server.port}}),
+            ([ARG], config(server.port)),
             ([ARG], client_config(server.port, secret=SECRET)),
         ])
         for code, events, err in (results[0], results[2]):
@@ -588,156 +562,6 @@ class TestHandoffToLegacyHost(unittest.TestCase):
         self.assertEqual(handed, [])  # its observers would never be called
 
 
-# -- the secret -------------------------------------------------------------------------------
-
-def read_hello(conn, record):
-    """The host's side of the handshake: the preamble, our banner, the client's hello.
-    Returns the hello as ``(kind, payload)``."""
-    preamble = recv_exactly(conn, len(_wire.PREAMBLE), record)
-    if preamble != _wire.PREAMBLE:
-        raise EOFError
-    conn.sendall(_wire.BANNER)
-    kind, size = _wire.parse_header(recv_exactly(conn, _wire.HEADER_SIZE, record))
-    return kind, recv_exactly(conn, size, record)
-
-
-def fake_host(secret=None, claim_secret=True, launches=None):
-    """A handler that speaks the framed protocol. With *secret* it proves it (it is a host
-    that knows it); without, it claims one (*claim_secret*) with a proof it cannot make.
-    A launch it gets is appended to *launches*, then acknowledged as delivered."""
-
-    def handler(conn, record):
-        _kind, client_nonce = read_hello(conn, record)
-        host_nonce = os.urandom(_wire.NONCE_SIZE)
-        if secret is not None:
-            proof = _wire.proof(secret, b"host", client_nonce, host_nonce)
-        else:
-            proof = os.urandom(_wire.PROOF_SIZE) if claim_secret else b""
-        conn.sendall(_wire.encode_welcome(4242, 1 << 20, host_nonce, proof))
-        header = bytearray()
-        while len(header) < _wire.HEADER_SIZE:
-            chunk = conn.recv(_wire.HEADER_SIZE - len(header))
-            if not chunk:
-                break  # the client closed
-            header += chunk
-        record += header
-        if len(header) == _wire.HEADER_SIZE:
-            kind, size = _wire.parse_header(header)
-            payload = recv_exactly(conn, size, record)
-            if kind == _wire.LAUNCH:  # not a bye, as the client sends when the proof is wrong
-                if launches is not None:
-                    launches.append(_wire.decode_launch(payload, len(proof)))
-                conn.sendall(_wire.encode_ack(_wire.DELIVERED))
-        read_to_end(conn, record)
-
-    return handler
-
-
-class TestSecretHandshake(support.ThreadLeakCheck):
-    """Client and host prove the secret to each other; it never crosses the socket."""
-
-    def assert_mismatch(self, port, **kwargs):
-        """Strict and not, the launch reports a secret mismatch and delivers nothing."""
-        outcome = turned_away(self, [ARG], port, **kwargs)
-        self.assertEqual((outcome["reason"], outcome["delivered"]), ("secret-mismatch", False))
-        assert_strict_failure(self, *support.run_client([ARG], {"kwargs": dict(port=port,
-                                                                               **kwargs)}))
-
-    def test_host_has_a_secret_the_client_lacks_or_does_not_share(self):
-        collector = support.Collector()
-        host = in_process_host(self, collector, secret=SECRET)
-        self.assert_mismatch(host.port)
-        self.assert_mismatch(host.port, secret=SECRET + "-other")
-        self.assert_mismatch(host.port, secret="")
-        self.assertEqual(turned_away(self, ["good"], host.port, secret=SECRET)["reason"],
-                         "delivered")
-        self.assertEqual(collector.received, [("good",)])  # FIFO: nothing came before it
-        self.assertEqual(host.clients, 1)
-
-    def test_client_has_a_secret_the_host_does_not_use(self):
-        collector = support.Collector()
-        host = in_process_host(self, collector)
-        self.assert_mismatch(host.port, secret=SECRET)
-        self.assertEqual(turned_away(self, ["good"], host.port)["reason"], "delivered")
-        self.assertEqual(collector.received, [("good",)])
-
-    def test_a_host_that_cannot_prove_the_secret_gets_nothing(self):
-        unknown = "the running instance does not know the same secret"
-        fakes = {"random proof": (fake_host(claim_secret=True), unknown),
-                 "claims no secret": (fake_host(claim_secret=False),
-                                      "the running instance does not use a secret"),
-                 "another secret": (fake_host(secret=SECRET + "-other"), unknown)}
-        for name, (handler, reason) in fakes.items():
-            with self.subTest(fake=name):
-                server = FakeServer(self, handler)
-                self.assert_mismatch(server.port, secret=SECRET)
-                server.close()
-                server.assert_nothing_of_the_users(self, [ARG], SECRET)
-                self.assertEqual(len(server.records), 2)
-                for record in server.records:  # a hello and a bye, and not one byte more
-                    self.assertEqual(record[:len(_wire.PREAMBLE)], _wire.PREAMBLE)
-                    rest = bytes(record[len(_wire.PREAMBLE):])
-                    kind, nonce, used = _wire.split_frame(rest, 1 << 16)
-                    self.assertEqual((kind, len(nonce)), (_wire.HELLO, _wire.NONCE_SIZE))
-                    self.assertEqual(rest[used:], _wire.frame(_wire.BYE, reason.encode()))
-
-    def test_a_host_that_proves_the_secret_gets_the_arguments_but_never_the_secret(self):
-        launches = []
-        server = FakeServer(self, fake_host(secret=SECRET, launches=launches))
-        outcome = turned_away(self, [ARG, "x"], server.port, secret=SECRET)
-        self.assertEqual((outcome["reason"], outcome["host_pid"]), ("delivered", 4242))
-        server.close()
-        self.assertEqual([launch[4] for launch in launches], [(ARG, "x")])
-        self.assertEqual([len(launch[1]) for launch in launches], [_wire.ID_SIZE])
-        received = b"".join(server.records)
-        self.assertTrue(os.fsencode(ARG) in received)  # the search below finds what is there
-        self.assertFalse(SECRET.encode("utf-8") in received, "the secret crossed the socket")
-
-    def test_matching_secret_delivers_between_processes(self):
-        host, port = support.start_host(self, {"kwargs": {"port": 0, "secret": SECRET}})
-        outcome = turned_away(self, [ARG], port, secret=SECRET)
-        self.assertEqual((outcome["reason"], outcome["delivered"]), ("delivered", True))
-        self.assertEqual(host.wait_for("launch")["args"], [os.fsencode(ARG).hex()])
-
-    def test_the_host_refuses_a_client_that_cannot_prove_the_secret(self):
-        collector = support.Collector()
-        host = in_process_host(self, collector, secret=SECRET)
-        # The preamble, hello and launch in one write: the host answers with its banner, a
-        # welcome, then the acknowledgement.
-        hello = _wire.PREAMBLE + _wire.frame(_wire.HELLO, b"n" * _wire.NONCE_SIZE)
-        proofs = {"none": b"", "random": os.urandom(_wire.PROOF_SIZE),
-                  "not for this nonce": _wire.proof(SECRET, b"client", b"x" * 16,
-                                                    b"n" * _wire.NONCE_SIZE)}
-        for name, proof in proofs.items():
-            with self.subTest(proof=name):
-                reply, _ = raw_exchange(host.port, hello + _wire.encode_launch(
-                    proof, os.urandom(_wire.ID_SIZE), 1, "/", (ARG,)))
-                self.assertEqual(reply[:len(_wire.BANNER)], _wire.BANNER)
-                reply = reply[len(_wire.BANNER):]
-                kind, payload, used = _wire.split_frame(reply, 1 << 16)
-                self.assertEqual(kind, _wire.WELCOME)
-                kind, payload, _ = _wire.split_frame(reply[used:], 1 << 16)
-                self.assertEqual((kind, payload[:1]), (_wire.ACK, _wire.REJECTED))
-        self.assertEqual(turned_away(self, ["good"], host.port, secret=SECRET)["reason"],
-                         "delivered")
-        self.assertEqual(collector.received, [("good",)])
-        self.assertEqual(host.clients, 1)
-
-    def test_plain_form_with_the_secret_from_raw_clients(self):
-        collector = support.Collector()
-        host = in_process_host(self, collector, secret=SECRET)
-        wrong = _wire.encode_plain(("wrong",), SECRET + "-other")
-        self.assertEqual(raw_exchange(host.port, wrong), (b"", "eof"))
-        self.assertEqual(raw_exchange(host.port, b"no secret at all\0"), (b"", "eof"))
-        right = _wire.encode_plain((ARG, "right"), SECRET)
-        self.assertEqual(right, SECRET.encode() + b"\0" + os.fsencode(ARG) + b"\0right\0")
-        self.assertEqual(raw_exchange(host.port, right), (b"", "eof"))
-        self.assertEqual(collector.wait(1), [(ARG, "right")])
-        self.assertEqual(host.clients, 1)
-
-
-# -- the client's context -----------------------------------------------------------------------
-
 class TestClientContext(support.ThreadLeakCheck):
     """Each launch carries its working directory and process id."""
 
@@ -747,7 +571,7 @@ class TestClientContext(support.ThreadLeakCheck):
         with tempfile.TemporaryDirectory() as directory:
             with open(os.path.join(directory, "notes.txt"), "w"):
                 pass
-            proc = support.launch(["notes.txt", ARG], {"kwargs": {"port": host.port}},
+            proc = support.launch(["notes.txt", ARG], config(host.port),
                                   cwd=directory)
             out, err = proc.communicate(timeout=support.WAIT)
             self.assertEqual((proc.returncode, out, err), (0, b"", b""))
@@ -770,8 +594,6 @@ class TestClientContext(support.ThreadLeakCheck):
         self.assertIsNone(launch.cwd)
         self.assertIsNone(launch.pid)
 
-
-# -- raw conformance ----------------------------------------------------------------------------
 
 class TestRawConformance(support.ThreadLeakCheck):
     """Every documented plain form, sent by a raw client that then reads: the host delivers
@@ -855,8 +677,6 @@ class TestRawConformance(support.ThreadLeakCheck):
         self.assertEqual(collector.wait(2), [("a", "", "b"), ("last",)])
         self.assertEqual(host.clients, 3)
 
-
-# -- parser fuzz --------------------------------------------------------------------------------
 
 def _random_bytes(rng, size):
     return bytes(rng.getrandbits(8) for _ in range(size))
@@ -975,7 +795,7 @@ class TestParserFuzz(support.ThreadLeakCheck):
 
     # -- a live host ------------------------------------------------------------------------
 
-    LIMIT = 2048  # the host's MAX_MESSAGE_SIZE during the live fuzz
+    LIMIT = 2048  # the host's max_message_size during the live fuzz
 
     def expected_launch(self, data):
         """What the host must make of *data* sent in full: the launch's arguments, or None
@@ -1053,10 +873,7 @@ class TestParserFuzz(support.ThreadLeakCheck):
         self.assertIn(kinds, ([], [_wire.WELCOME], [_wire.ACK], [_wire.WELCOME, _wire.ACK]))
 
     def test_a_live_host_survives_random_input(self):
-        for name, value in (("MAX_MESSAGE_SIZE", self.LIMIT), ("PEER_DEADLINE", 2.0)):
-            patcher = mock.patch.object(_host, name, value)
-            patcher.start()
-            self.addCleanup(patcher.stop)
+        support.tune(self, max_message_size=self.LIMIT, peer_deadline=2.0)
         collector = support.Collector()
         host = in_process_host(self, collector)
 
@@ -1103,3 +920,7 @@ class TestParserFuzz(support.ThreadLeakCheck):
         self.assertEqual(sorted(((args[:2], n) for args, n in (expected - received).items()),
                                 key=repr), [], "never delivered")
         self.assertEqual(host.clients, launches + 1)
+
+
+if __name__ == "__main__":
+    unittest.main()

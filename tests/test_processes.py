@@ -1,7 +1,6 @@
 """Real processes (test_app.py): enforcement, argument passing, timeouts, thresholds, bursts."""
 
 import collections
-import json
 import os
 import socket
 import subprocess
@@ -27,31 +26,11 @@ def strings(event):
 class ProcessTestCase(unittest.TestCase):
 
     def start(self, args=(), app_config=None):
-        """A launch whose output is collected later with finish(); always ended by the test."""
+        """A launch whose output is collected later with support.finish(); always ended by the
+        test."""
         proc = support.launch(args, app_config)
-        self.addCleanup(self._end, proc)
+        self.addCleanup(support.kill, proc)
         return proc
-
-    @staticmethod
-    def _end(proc):
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
-
-    def finish(self, proc):
-        """Wait for a launch started with start(); returns (returncode, events, stderr)."""
-        out, err = proc.communicate(timeout=support.WAIT)
-        events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
-        return proc.returncode, events, support.text(err)
-
-    def assertBecomesHost(self, port, **kwargs):
-        """A new launch on *port* becomes the host (and ends when its stdin closes)."""
-        app = support.AppProcess(["next"], config(port, strict=False, **kwargs))
-        self.addCleanup(app.stop)
-        event = app.next_event()
-        self.assertEqual(event["event"], "host", "%s %s" % (event, app.stderr()))
-        self.assertEqual(event["port"], port)
-        return app
 
 
 class TestSingletonEnforcement(ProcessTestCase):
@@ -131,8 +110,8 @@ class TestArgumentPassing(ProcessTestCase, support.ThreadLeakCheck):
         args = ["alpha", "with space", "", "--flag=1", "ünï", "-"]
         with tempfile.TemporaryDirectory() as cwd:
             proc = support.launch(args, config(port), cwd=cwd)
-            self.addCleanup(self._end, proc)
-            code, _, err = self.finish(proc)
+            self.addCleanup(support.kill, proc)
+            code, _, err = support.finish(proc)
             self.assertEqual(code, 0, err)
             event = host.wait_for("launch")
             self.assertEqual(support.decode_args(event), [arg.encode() for arg in args])
@@ -184,7 +163,7 @@ class TestTimeouts(ProcessTestCase):
                     pass
         except ConnectionRefusedError:
             pass
-        self.assertBecomesHost(port)
+        support.assert_becomes_host(self, port)
         self.assertIsNone(host.proc.poll())  # the timer released the port, not an exit
 
     def test_timeout_cool_down_after_main_thread_returns(self):
@@ -198,14 +177,14 @@ class TestTimeouts(ProcessTestCase):
                          ("delivered", host.proc.pid))
         self.assertEqual(strings(host.wait_for("launch")), ["during-cool-down"])
         self.assertEqual(host.proc.wait(support.WAIT), 0)  # it exits by itself
-        self.assertBecomesHost(port)
+        support.assert_becomes_host(self, port)
 
     def test_release_then_a_new_host_at_once(self):
         host, port = support.start_host(self, config(0))
         host.send("release")
         host.wait_for("released")
         assert_port_free(self, port)
-        self.assertBecomesHost(port)
+        support.assert_becomes_host(self, port)
 
 
 class TestThresholds(ProcessTestCase, support.ThreadLeakCheck):
@@ -216,7 +195,7 @@ class TestThresholds(ProcessTestCase, support.ThreadLeakCheck):
             self.assertEqual(support.run_client(["n%d" % i], config(port))[0], 0)
         self.assertEqual([strings(event) for event in host.launches(3)],
                          [["n0"], ["n1"], ["n2"]])  # the third, which reached it, too
-        self.assertBecomesHost(port)
+        support.assert_becomes_host(self, port)
         self.assertIsNone(host.proc.poll())
 
     def test_max_clients(self):
@@ -248,7 +227,7 @@ class TestConcurrency(ProcessTestCase):
         procs = [self.start(["burst-%02d" % i, "x %d" % i],
                             config(port, handoff_timeout=support.WAIT)) for i in range(count)]
         for proc in procs:
-            code, events, err = self.finish(proc)
+            code, events, err = support.finish(proc)
             self.assertEqual((code, events, err), (0, [], ""))
         received = [tuple(strings(event)) for event in host.launches(count)]
         self.assertEqual(collections.Counter(received),
@@ -265,7 +244,7 @@ class TestConcurrency(ProcessTestCase):
             self.assertEqual((code, events, err), (0, [], ""))
         procs = [self.start(["together-%d" % i], config(port)) for i in range(10)]
         for proc in procs:
-            self.assertEqual(self.finish(proc)[0], 0)
+            self.assertEqual(support.finish(proc)[0], 0)
         self.assertEqual(support.run_client(["last"], config(port))[0], 0)
         host.send("trace")  # its launches may be reported before "traced": skip that one
         received = [strings(event)[0] for event in host.launches(15)]

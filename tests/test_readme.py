@@ -22,7 +22,6 @@ import unittest
 from Socket_Singleton import Socket_Singleton
 
 from . import support
-from .test_cli import FOREIGN_PROGRAMS
 
 README = os.path.join(support.ROOT, "README.md")
 README_PORT = "50123"  # the port of the README's examples; tests use free ones
@@ -362,7 +361,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
 
         alone = self.run_python(text)
         self.assertEqual((alone.code, alone.out, alone.err), (0, "we are the host\n", ""), alone)
-        support.start_host(self, {"kwargs": {"port": port}})
+        support.start_host(self, support.config(port))
         turned_away = self.run_python(text, ["notes.txt"])  # a launch that has something to hand
         self.assertEqual((turned_away.code, turned_away.out.splitlines(), turned_away.err),
                          (0, [reason.group(1), *printed], ""), turned_away)
@@ -373,7 +372,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         self.assertIsNotNone(sent, "the raw client no longer sends a bytes literal")
         expected = ast.literal_eval(sent.group(1)).split(b"\0")
         self.assertEqual(expected.pop(), b"", "the raw client's message should end with NUL")
-        app, port = support.start_host(self, {"kwargs": {"port": support.free_port()}})
+        app, port = support.start_host(self, support.config(support.free_port()))
         result = self.run_python(with_port(block, port, '("127.0.0.1", 50123)'))
         self.assertEqual((result.code, result.out, result.err), (0, "", ""), result)
         event = app.wait_for("launch")
@@ -403,7 +402,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
             words = shlex.split(line, comments=True)
             return [arg.encode() for arg in words[words.index("--") + 1:]]
 
-        app, port = support.start_host(self, {"kwargs": {"port": support.free_port()}})
+        app, port = support.start_host(self, support.config(support.free_port()))
         result = bash(status[0], port)
         self.assertEqual(result.code, self.documented_exit("status", "host answered"), result)
         self.assertRegex(result.out, r"\b%d\b" % app.proc.pid, "its pid is printed")
@@ -416,7 +415,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         self.assertEqual(result.code, self.documented_exit("send", "secret mismatch"), result)
 
         secret_app, secret_port = support.start_host(
-            self, {"kwargs": {"port": support.free_port(), "secret": assignment.group(2)}})
+            self, support.config(support.free_port(), secret=assignment.group(2)))
         result = bash(secret_send[0], secret_port)
         self.assertEqual((result.code, result.err), (self.documented_exit("send", "took"), ""),
                          result)
@@ -456,7 +455,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
     def test_open_with_wrapper_fails_when_a_foreign_program_holds_the_port(self):
         block = self.block("open-with wrapper (bash)")
         shims, here = self.shims(), self.folder()
-        foreign = support.FakeServer(self, FOREIGN_PROGRAMS["garbage"])
+        foreign = support.FakeServer(self, support.FOREIGN_PROGRAMS["garbage"])
         self.write(here, "app.py", with_port(self.block("quick start app"), foreign.port,
                                              "port=50123"))
         self.write(here, "open-with.sh", with_port(block, foreign.port, "--port 50123"))

@@ -1,29 +1,27 @@
 """What Windows users rely on (issue 10): nobody can take the host's port, a released port is
-free at once, arguments and the working directory cross a real process launch exactly, select()'s
-512-socket cap is respected, and a launch lets the host take the foreground. The tests run on
-every platform where they mean something; where Wine and Windows differ, they say so."""
+free at once, arguments and the working directory cross a real process launch exactly, and a
+launch lets the host take the foreground (select()'s 512-socket cap is in test_limits). The
+tests run on every platform where they mean something; where Wine and Windows differ, they say
+so."""
 
 import os
-import selectors
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import unittest
 from unittest import mock
 
-from Socket_Singleton import Socket_Singleton, _host, _net
+from Socket_Singleton import Socket_Singleton, _net
 
 from . import support
 from .support import assert_port_free, hand_off
-from .test_api import HostTestCase
 
 WINDOWS = os.name == "nt"
 _WSAEACCES = 10013
 
 
-class TestPortOwnership(HostTestCase):
+class TestPortOwnership(support.HostTestCase):
 
     def test_a_second_socket_with_so_reuseaddr_cannot_take_the_port(self):
         # On Windows, SO_REUSEADDR lets a second socket bind a port that another one listens
@@ -62,14 +60,14 @@ class TestPortOwnership(HostTestCase):
         collector = self.collector(app)
         for n in range(3):
             code, events, err = support.run_client(["launch-%d" % n],
-                                                   {"kwargs": {"port": app.port}})
+                                                   support.config(app.port))
             self.assertEqual((code, events, err), (0, [], ""))
         collector.wait(3)
         port = app.port
         app.release()
         assert_port_free(self, port)
-        host, _ = support.start_host(self, {"kwargs": {"port": port}})
-        self.assertEqual(support.run_client(["again"], {"kwargs": {"port": port}})[0], 0)
+        host, _ = support.start_host(self, support.config(port))
+        self.assertEqual(support.run_client(["again"], support.config(port))[0], 0)
         self.assertEqual(support.decode_args(host.wait_for("launch")), [b"again"])
 
 
@@ -96,9 +94,9 @@ AWKWARD_ARGS = (
 class TestRealLaunches(unittest.TestCase):
 
     def test_awkward_arguments_and_the_cwd_arrive_exactly(self):
-        host, port = support.start_host(self, {"kwargs": {"port": 0}})
+        host, port = support.start_host(self, support.config(0))
         with tempfile.TemporaryDirectory(prefix="dir with spaces \u00e9\u65e5 ") as directory:
-            proc = support.launch(AWKWARD_ARGS, {"kwargs": {"port": port}}, cwd=directory)
+            proc = support.launch(AWKWARD_ARGS, support.config(port), cwd=directory)
             out, err = support.communicate(proc)
             self.assertEqual((proc.returncode, out, err), (0, b"", b""))
             launch = host.wait_for("launch")
@@ -110,65 +108,11 @@ class TestRealLaunches(unittest.TestCase):
                 self.assertRegex(launch["cwd"], r"^[A-Za-z]:\\")
 
 
-class _CountingSelect(selectors.SelectSelector):
-    """The real select() (on Windows, where CPython's FD_SETSIZE is 512, a larger set raises
-    ValueError); records the largest set it was given."""
-
-    largest = 0
-    changed = threading.Condition()
-
-    def _select(self, r, w, x, timeout=None):
-        cls = type(self)
-        with cls.changed:
-            cls.largest = max(cls.largest, len(r), len(w))
-            cls.changed.notify_all()
-        return super()._select(r, w, x, timeout)
-
-
-_HOLD = """
-import socket, sys
-peers = [socket.create_connection(("127.0.0.1", int(sys.argv[1])), 30) for _ in range(530)]
-print("connected", flush=True)
-sys.stdin.read()
-"""
-
-
-class TestSelectCap(HostTestCase):
-
-    def test_five_hundred_peers_at_once_through_the_real_select(self):
-        # More peers than select() takes: the listener serves 500 and leaves the rest in the
-        # backlog, so the real select() never sees too many sockets and the host keeps going.
-        if WINDOWS:  # there, the selector below is the one the listener uses anyway
-            self.assertIs(selectors.DefaultSelector, selectors.SelectSelector)
-        selector = type("Selector", (_CountingSelect,), {"largest": 0})
-        with mock.patch.object(selectors, "DefaultSelector", selector), \
-                mock.patch.object(_host, "PEER_DEADLINE", support.WAIT * 2):
-            app = self.host()
-            collector = self.collector(app)
-            holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(app.port)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-            self.addCleanup(support.end_by_stdin, holder)
-            self.assertEqual(support.text(holder.stdout.readline()), "connected\n")
-            listener = next(t for t in threading.enumerate()
-                            if t.name == "Socket_Singleton-%d-listener" % app.port)
-            with selector.changed:
-                self.assertTrue(selector.changed.wait_for(
-                    lambda: selector.largest > _host._SELECT_LIMIT or not listener.is_alive(),
-                    support.WAIT))
-            self.assertTrue(listener.is_alive())
-            self.assertLessEqual(selector.largest, 512)
-            support.end_by_stdin(holder)  # its peers close; a launch is served next
-            self.assertEqual(hand_off(app.port, ["after"]).reason, "delivered")
-            self.assertEqual(collector.received, [("after",)])
-            self.assertLessEqual(selector.largest, 512)
-
-
-
 class TestFocusHandOver(unittest.TestCase):
     """A launch calls AllowSetForegroundWindow(host pid) before it hands off (Windows only)."""
 
     def host_process(self):
-        host, port = support.start_host(self, {"kwargs": {"port": 0}})
+        host, port = support.start_host(self, support.config(0))
         return host, port, host.proc.pid
 
     def test_a_launch_allows_the_host_to_take_the_foreground(self):
