@@ -2,9 +2,7 @@
 library's timing and size knobs, in-process hosts, raw peers of a host, fake servers that are
 not hosts, and waiting on events."""
 
-import contextlib
 import errno
-import importlib
 import json
 import logging
 import os
@@ -20,7 +18,7 @@ import time
 import unittest
 from unittest import mock
 
-from Socket_Singleton import MultipleSingletonsError, Socket_Singleton, _wire
+from Socket_Singleton import MultipleSingletonsError, Socket_Singleton, _tuning, _wire
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "test_app.py")
@@ -376,80 +374,17 @@ def cli(*args, cwd=ROOT, env=None, unset=()):
     return Result(proc.pid, proc.returncode, text(out), text(err))
 
 
-# -- the library's timing and size knobs ----------------------------------------------------------
+# -- the library's limits and waits ----------------------------------------------------------------
 
-# Every knob a test may turn, and where it lives for now: the module global it sets. Tests name
-# knobs, never modules or globals, so only this table changes when the library moves them.
-_KNOBS = {
-    "delivery_wait": ("_host", "DELIVERY_WAIT"),
-    "peer_deadline": ("_host", "PEER_DEADLINE"),
-    "max_message_size": ("_host", "MAX_MESSAGE_SIZE"),
-    "max_buffered": ("_host", "MAX_BUFFERED"),
-    "max_connections": ("_host", "MAX_CONNECTIONS"),
-    "shutdown_grace": ("_host", "SHUTDOWN_GRACE"),
-    "accept_backoff": ("_host", "ACCEPT_BACKOFF"),
-    "max_pending": ("_dispatch", "MAX_PENDING"),
-    "max_pending_bytes": ("_dispatch", "MAX_PENDING_BYTES"),
-    "trace_grace": ("_singleton", "TRACE_GRACE"),
-    "compat_wait": ("_singleton", "COMPAT_WAIT"),
-}
+# Tests change them through the library's one testing hook, ``_tuning.override``: ``with
+# _tuning.override(delivery_wait=0.05): ...`` (a host made inside keeps those values for its life);
+# in an app process, test_app.py's ``"tuning"`` setting does the same.
 
-
-def _knob(name):
-    """The module and attribute of knob *name*; TypeError for a name that is no knob."""
-    try:
-        module, attribute = _KNOBS[name]
-    except KeyError:
-        raise TypeError("unknown knob %r (known: %s)" % (name, ", ".join(sorted(_KNOBS)))) \
-            from None
-    return importlib.import_module("Socket_Singleton." + module), attribute
-
-
-class tuned:  # a lower-case name: used like a function, ``with support.tuned(...):``
-    """The library's knobs set to these values (e.g. ``delivery_wait=0.05``), restored on
-    exit: ``with support.tuned(delivery_wait=0.05, trace_grace=0): ...``. An unknown knob
-    raises TypeError at once. In setUp, use ``tune(self, ...)`` instead."""
-
-    def __init__(self, **knobs):
-        self._targets = [(_knob(name), value) for name, value in knobs.items()]
-        self._stack = None
-
-    def __enter__(self):
-        if self._stack is not None:
-            raise RuntimeError("tuned() is not reentrant")
-        with contextlib.ExitStack() as stack:
-            for (module, attribute), value in self._targets:
-                stack.enter_context(mock.patch.object(module, attribute, value))
-            self._stack = stack.pop_all()
-        return self
-
-    def __exit__(self, *exc_info):
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            stack.close()
-        return False
-
-
-def tune(test, **knobs):
-    """``tuned(**knobs)`` from now until *test* ends (for setUp)."""
-    context = tuned(**knobs)
-    context.__enter__()
-    test.addCleanup(context.__exit__, None, None, None)
-
-
-def knob(name):
-    """The value knob *name* has now."""
-    module, attribute = _knob(name)
-    return getattr(module, attribute)
-
-
-def app_knobs(**knobs):
-    """test_app.py's ``"patch"`` configuration that sets these knobs in the app's process."""
-    patch = {}
-    for name, value in knobs.items():
-        module, attribute = _knob(name)
-        patch["%s.%s" % (module.__name__.rpartition(".")[2], attribute)] = value
-    return patch
+def tune(test, **values):
+    """``_tuning.override(**values)`` from now until *test* ends (for setUp)."""
+    override = _tuning.override(**values)
+    override.start()
+    test.addCleanup(override.stop)
 
 
 # -- hosts and launches in this process -----------------------------------------------------------

@@ -16,7 +16,7 @@ import threading
 import unittest
 
 import Socket_Singleton as package
-from Socket_Singleton import Launch, Socket_Singleton, _wire
+from Socket_Singleton import Launch, Socket_Singleton, _tuning, _wire
 
 from . import support
 from .support import (
@@ -37,7 +37,7 @@ class TestProperties(HostTestCase):
             self.assertRegex(text, r"(?<!\w)%s(?=[,)])" % re.escape(part))
 
     def test_properties(self):
-        with support.tuned(delivery_wait=0.05):
+        with _tuning.override(delivery_wait=0.05):
             app = self.host()
             self.assertNotEqual(app.port, 0)  # port=0 asked for an ephemeral port
             self.assertTrue(app.listening)

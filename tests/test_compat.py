@@ -13,7 +13,7 @@ import unittest
 from contextlib import redirect_stderr
 from unittest import mock
 
-from Socket_Singleton import Socket_Singleton, _client, _wire
+from Socket_Singleton import Socket_Singleton, _client, _tuning, _wire
 
 from . import support
 from .support import FakeServer, LogWatcher, hand_off, in_process_host, legacy_host
@@ -126,7 +126,7 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
 
     def test_a_launch_is_answered_at_once_without_an_observer(self):
         # An answer that waited for an observer would come only after DELIVERY_WAIT.
-        with support.tuned(delivery_wait=10 * support.WAIT, trace_grace=0):
+        with _tuning.override(delivery_wait=10 * support.WAIT, trace_grace=0):
             host = in_process_host(self)
             err = hand_off(host.port, [ARG], handoff_timeout=support.WAIT)
         self.assertEqual(err.reason, "queued")
@@ -136,7 +136,7 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
         # Launches that come before the application's first trace() (a moment after the
         # constructor returned) wait for it, and are delivered.
         collector = support.Collector()
-        with support.tuned(trace_grace=support.WAIT, delivery_wait=support.WAIT):
+        with _tuning.override(trace_grace=support.WAIT, delivery_wait=support.WAIT):
             host = in_process_host(self)
             tracer = threading.Timer(support.SHORT, host.trace, (collector,))
             tracer.start()
@@ -146,12 +146,12 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
         self.assertEqual(collector.received, [(ARG,)])
 
     def test_any_number_of_launches_end_well_in_bounded_memory(self):
-        with support.tuned(trace_grace=0):
+        with _tuning.override(trace_grace=0):
             host = in_process_host(self)
         reasons = []
         for n in range(5000):
             reasons.append(hand_off(host.port, ["launch-%d" % n]).reason)
-        kept = support.knob("max_pending")
+        kept = _tuning.current.max_pending
         self.assertEqual(reasons, ["queued"] * kept + ["ignored"] * (5000 - kept))
         self.assertEqual(len(host.arguments), kept)
         self.assertEqual(host.arguments[-1], ("launch-%d" % (kept - 1),))

@@ -281,17 +281,17 @@ class TestTakeover(unittest.TestCase):
         fleet = _Fleet(self)
         # Generous bounds for a machine loaded by 100 starting interpreters: this test is
         # about the outcome of each launch, not about how fast it comes.
-        patch = support.app_knobs(delivery_wait=support.WAIT / 2)
+        tuning = {"delivery_wait": support.WAIT / 2}
         # Observers that take a little time, so that launches are waiting for delivery when
         # their host goes away.
         delay = 0.02
-        first = fleet.start([], {"kwargs": dict(port=0, **(first_kwargs or {})), "patch": patch,
+        first = fleet.start([], {"kwargs": dict(port=0, **(first_kwargs or {})), "tuning": tuning,
                                  "observer_delay": delay})
         index, event, _ = fleet.next()
         if (index, event["event"]) != (first, "host"):
             self.fail("the first launch did not become the host: %s" % fleet.stderr(first))
         launch_config = {"kwargs": {"port": event["port"], "strict": False,
-                             "handoff_timeout": support.WAIT}, "patch": patch,
+                             "handoff_timeout": support.WAIT}, "tuning": tuning,
                   "observer_delay": delay}
 
         hosts = [first]  # in the order they appeared

@@ -1,6 +1,6 @@
 """The host's limits: the size of a message, the number of arguments, the bytes of
 unfinished messages all peers together, the queue of launches waiting for observers, and
-the number of peers select() is given at once. Limits are shrunk with support.tuned()."""
+the number of peers select() is given at once. Limits are shrunk with _tuning.override()."""
 
 import os
 import selectors
@@ -9,7 +9,7 @@ import threading
 import unittest
 from unittest import mock
 
-from Socket_Singleton import _host, _wire
+from Socket_Singleton import _host, _tuning, _wire
 
 from . import support
 from .support import (
@@ -29,7 +29,7 @@ class TestMessageSize(HostTestCase):
 
     def test_oversize_plain_message_is_refused_whole(self):
         watcher = LogWatcher(self)
-        with support.tuned(max_message_size=1024):
+        with _tuning.override(max_message_size=1024):
             app = self.host()
             collector = support.Collector()
             app.trace(collector)
@@ -45,7 +45,7 @@ class TestMessageSize(HostTestCase):
 
     def test_oversize_framed_message_is_refused_whole(self):
         watcher = LogWatcher(self)
-        with support.tuned(max_message_size=1024):
+        with _tuning.override(max_message_size=1024):
             app = self.host()
             collector = support.Collector()
             app.trace(collector)
@@ -69,7 +69,7 @@ class TestMessageSize(HostTestCase):
     def test_framed_launch_exactly_at_the_limit_is_delivered(self):
         # The announced limit counts the fields (working directory and arguments with their
         # NULs); client and host agree on it to the byte.
-        with support.tuned(max_message_size=1024):
+        with _tuning.override(max_message_size=1024):
             app = self.host()
             collector = support.Collector()
             app.trace(collector)
@@ -79,7 +79,7 @@ class TestMessageSize(HostTestCase):
             self.assertEqual(collector.received, [("f" * room,)])
 
     def test_oversize_launch_from_a_real_process(self):
-        with support.tuned(max_message_size=4096):
+        with _tuning.override(max_message_size=4096):
             app = self.host()
             collector = support.Collector()
             app.trace(collector)
@@ -119,7 +119,7 @@ class TestBufferedBytes(HostTestCase):
 
     def test_unfinished_messages_are_capped_all_peers_together(self):
         watcher = LogWatcher(self)
-        with support.tuned(max_buffered=8192):
+        with _tuning.override(max_buffered=8192):
             app = self.host()
             collector = self.collector(app)
             with connect(app.port) as held, connect(app.port) as excess:
@@ -146,7 +146,7 @@ class TestPendingQueue(HostTestCase):
         support.tune(self, delivery_wait=0.05)  # "queued" answers sooner
 
     def test_pending_bound(self):
-        with support.tuned(max_pending=3):
+        with _tuning.override(max_pending=3):
             # No observer registered (a 2.0.0 script that never traces): a launch beyond the
             # bound is counted and ignored (exit 0, as in 2.0.0); none already queued is dropped.
             app = self.host()
@@ -174,7 +174,7 @@ class TestPendingQueue(HostTestCase):
             entered.set()
             unblock.wait(support.WAIT)
 
-        with support.tuned(max_pending=3):
+        with _tuning.override(max_pending=3):
             app = self.host()
             app.trace(blocking)
             collector = support.Collector()
@@ -203,7 +203,7 @@ class TestPendingQueue(HostTestCase):
             entered.set()
             unblock.wait(support.WAIT)
 
-        with support.tuned(delivery_wait=0.05, max_pending_bytes=250):
+        with _tuning.override(delivery_wait=0.05, max_pending_bytes=250):
             # No observer registered: the launch that does not fit is ignored (exit 0).
             app = self.host()
             for args in (["a" * 40], ["b" * 40]):  # about 104 bytes each: two fit, not three
@@ -246,7 +246,7 @@ class TestSelectCap(HostTestCase):
             self.assertIs(selectors.DefaultSelector, selectors.SelectSelector)
         selector = support.counting_selector(limit=512)
         with mock.patch.object(selectors, "DefaultSelector", selector), \
-                support.tuned(peer_deadline=support.WAIT * 2):
+                _tuning.override(peer_deadline=support.WAIT * 2):
             app = self.host()
             collector = self.collector(app)
             holder = support.hold_connections(self, app.port, 530)

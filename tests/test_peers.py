@@ -11,7 +11,7 @@ import threading
 import unittest
 from unittest import mock
 
-from Socket_Singleton import _wire
+from Socket_Singleton import _tuning, _wire
 
 from . import support
 from .support import (
@@ -60,7 +60,7 @@ class TestHostilePeers(HostTestCase):
 
     def test_silent_and_incomplete_peers_are_dropped_after_the_deadline(self):
         self.app.release()
-        with support.tuned(peer_deadline=0.2):
+        with _tuning.override(peer_deadline=0.2):
             self.app = self.host()
             self.app.trace(self.collector)
             with connect(self.app.port) as silent, connect(self.app.port) as incomplete:

@@ -15,7 +15,7 @@ import unittest
 import warnings
 from unittest import mock
 
-from Socket_Singleton import Socket_Singleton, _host, _wire
+from Socket_Singleton import Socket_Singleton, _host, _tuning, _wire
 
 from . import support
 from .support import (
@@ -141,15 +141,15 @@ class TestLifecycle(HostTestCase):
     def test_release_reentered_on_the_releasing_thread_returns(self):
         # As a signal handler that calls release() while release() runs on the same thread.
         app = Socket_Singleton(port=0)
-        real_stop = _host.Listener.stop
+        real_wait_closed = _host.Listener.wait_closed
         inner_returned = threading.Event()
 
-        def stop(listener):
+        def wait_closed(listener):  # where the outer release() waits for the listener
             app.release()
             inner_returned.set()
-            real_stop(listener)
+            real_wait_closed(listener)
 
-        with mock.patch.object(_host.Listener, "stop", stop):
+        with mock.patch.object(_host.Listener, "wait_closed", wait_closed):
             releaser = threading.Thread(target=app.release, name="releaser", daemon=True)
             # Only when it has returned: a deadlocked release would block this one too.
             self.addCleanup(lambda: releaser.is_alive() or app.release())
@@ -315,7 +315,7 @@ class TestReleaseThreshold(HostTestCase):
     def test_a_blocked_observer_does_not_keep_the_port(self):
         unblock = threading.Event()
         self.addCleanup(unblock.set)
-        with support.tuned(delivery_wait=0.2):
+        with _tuning.override(delivery_wait=0.2):
             app = self.host(release_threshold=1)
             app.trace(lambda args: unblock.wait(support.WAIT))
             self.assertEqual(hand_off(app.port, ["stuck"]).reason, "queued")
