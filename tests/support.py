@@ -1,5 +1,5 @@
 """Shared test helpers, each written once: ports found at run time, real app processes, the
-library's timing and size knobs, in-process hosts, raw peers of a host, fake servers that are
+library's waits and limits for a test, in-process hosts, raw peers of a host, fake servers that are
 not hosts, and waiting on events."""
 
 import errno
