@@ -652,7 +652,7 @@ EXHAUSTIVE = [
 EXHAUSTIVE_FULL = [
     {"launches": 3, "ends": 1, "end_kinds": ("release",)},
 ]
-THREE_LAUNCH_STATES = 100000  # what the full budget's exhaustive runs reach at least
+THREE_LAUNCH_STATES = 300000  # fewer would mean they were not explored (546,665 now)
 # Random: more launches, hosts that crash, release and reach their threshold.
 RANDOM = [
     {"launches": 3, "ends": 1, "end_kinds": ("release",)},
@@ -676,6 +676,17 @@ class Forgetful(_protocol.HostConnection):
 
     def decide(self, reason, detail="", wait=False):
         self._launch_id = b""  # nothing is recorded under the launch's id
+        return super().decide(reason, detail, wait)
+
+
+class Impatient(_protocol.HostConnection):
+    """Broken on purpose: with two launches waiting for the observers already, answers
+    "delivered" at once (only a third launch shows it)."""
+
+    def decide(self, reason, detail="", wait=False):
+        waiting = sum(answer[0] == Reason.QUEUED for answer in self._host._answers.values())
+        if waiting >= 2:
+            return super().decide(Reason.DELIVERED, "", False)
         return super().decide(reason, detail, wait)
 
 
@@ -769,6 +780,18 @@ class TestSimulation(unittest.TestCase):
         # host that did not crash.
         with self.assertRaisesRegex(SimulationFailure, "delivered 2 times"):
             Explorer(Forgetful).exhaustive(EXHAUSTIVE[-1])
+
+
+    def test_a_host_that_stops_waiting_at_the_third_launch_is_caught(self):
+        # Two launches explored whole do not show it; three do, early in the search (so this
+        # runs with either budget), and the schedule found replays to the same failure.
+        Explorer(Impatient).exhaustive(EXHAUSTIVE[0])
+        config = EXHAUSTIVE_FULL[0]
+        message = "acknowledged delivered before its observers ran"
+        with self.assertRaisesRegex(SimulationFailure, message) as caught:
+            Explorer(Impatient).exhaustive(config)
+        with self.assertRaisesRegex(SimulationFailure, message):
+            replay(config, caught.exception.schedule, Impatient)
 
 
 if __name__ == "__main__":
