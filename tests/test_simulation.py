@@ -11,8 +11,10 @@ crashes at any step. Messages of different connections are delivered in any orde
 dropped peer resets its connections, losing what was in flight.
 
 Small configurations are explored exhaustively (every interleaving: a depth-first search over
-the states, each state explored once; a schedule is a complete path, counted over the state
-graph); larger ones by seeded random schedules. Every schedule is checked for:
+the states, each state explored once up to the launches' names, see ``canonical``; a schedule
+is a complete path, counted over the state graph); larger ones by seeded random schedules.
+SOCKET_SINGLETON_SIMULATION=full sets the larger budget (three launches explored whole, more
+random schedules). Every schedule is checked for:
 
 * never two hosts at once: a host takes a launch only while every other host has let go;
 * every launch ends as the host, or delivered exactly once, or reported not delivered. The one
@@ -518,10 +520,10 @@ def canonical(world, exact=False):
     invariants and the same number of schedules. The key is the world's pickle, with the
     launches in the order of ``_rank`` (ties: as they are) and each token renamed after its
     launch's place: two states get the same key only if one is the other renamed, and
-    ``pickle.loads(key)`` is such a renamed copy. Two states that are renamings of one
-    another may still get two keys when ``_rank`` ties, and are then both explored (as
-    without this reduction); *exact* tries every order of the tied launches for the least
-    key, so that they never do (slower: the explorer does without it)."""
+    ``pickle.loads(key)`` is such a renamed copy. *exact* (the exhaustive search) tries every
+    order of the launches ``_rank`` ties for the least key, so that renamings of one state
+    get one key; without it (the end of a random schedule, up to 120 orders of five
+    launches) they may get two, as without this reduction."""
     clients = world.clients
     ranks = [_rank(client, world) for client in clients]
     order = sorted(range(len(clients)), key=ranks.__getitem__)
@@ -583,7 +585,7 @@ class Explorer:
         def explore(world):
             # The canonical key is both the state's identity and the copy each branch starts
             # from: faster than deepcopy.
-            key = canonical(world)
+            key = canonical(world, exact=True)
             digest = _digest(key)
             if digest in paths:
                 return paths[digest]
