@@ -32,7 +32,6 @@ import itertools
 import os
 import pickle
 import random
-import re
 import unittest
 
 from Socket_Singleton import _errors, _protocol, _wire
@@ -116,6 +115,7 @@ class Client:
     World.clients turns a state into an equivalent one (see ``canonical``)."""
 
     def __init__(self, index, secret):
+        assert index < 10  # one digit: renaming keeps the pickle's lengths
         token = "arg#%d" % index
         self.args = (token,)
         self.secret = secret
@@ -488,9 +488,6 @@ def _reset_error():
     return ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
 
 
-_TOKEN = re.compile(rb"(?<=arg#)[0-9]")
-
-
 def _rank(client, world):
     """A launch's situation, without its identity: launches are put in this order."""
     machine = client.machine
@@ -554,14 +551,19 @@ def _pickled(world, clients):
     world.clients = clients
     world.conns.sort(key=lambda conn: place[id(conn.client)])
     key = pickle.dumps(world, pickle.HIGHEST_PROTOCOL)
-    names = [client.args[0][-1:].encode() for client in clients]
-    if names == _NAMES[:len(names)]:
-        return key
-    rename = {name: _NAMES[n] for n, name in enumerate(names)}
-    return _TOKEN.sub(lambda found: rename[found.group()], key)
+    # Each token that changes goes through "arg@" (never in a pickle otherwise), so that one
+    # renamed is not renamed again; the lengths stay, and so does the pickle's framing.
+    renamed = False
+    for n, client in enumerate(clients):
+        token = client.args[0].encode()
+        if token != _TOKENS[n]:
+            key = key.replace(token, _RENAMED[n])
+            renamed = True
+    return key.replace(b"arg@", b"arg#") if renamed else key
 
 
-_NAMES = [b"%d" % n for n in range(10)]
+_TOKENS = [b"arg#%d" % n for n in range(10)]
+_RENAMED = [b"arg@%d" % n for n in range(10)]
 
 
 def _digest(key):
