@@ -691,10 +691,12 @@ class Explorer:
 
 def replay(config, schedule, connection_class=_protocol.HostConnection):
     """The world at the end of a schedule from Explorer.exhaustive (a failure's
-    ``schedule``), whose steps name launches and connections as in canonical copies."""
+    ``schedule``), whose steps name launches and connections in the order the search put
+    them in: it is done here the same way."""
     world = World(config, connection_class)
     for step in schedule:
-        world = pickle.loads(canonical(world))
+        canonical(world, exact=True)
+        world = clone(world)
         world.do(step)
     return world
 
@@ -857,8 +859,10 @@ class TestSimulation(unittest.TestCase):
     def test_a_host_that_forgets_launch_ids_is_caught(self):
         # Without the record of answered ids, a retried launch is delivered a second time by a
         # host that did not crash.
-        with self.assertRaisesRegex(SimulationFailure, "delivered 2 times"):
+        with self.assertRaisesRegex(SimulationFailure, "delivered 2 times") as caught:
             Explorer(Forgetful).exhaustive(EXHAUSTIVE[-1])
+        with self.assertRaisesRegex(SimulationFailure, "delivered 2 times"):
+            replay(EXHAUSTIVE[-1], caught.exception.schedule, Forgetful)
 
 
     def test_a_host_that_stops_waiting_at_the_third_launch_is_caught(self):
