@@ -11,8 +11,10 @@ crashes at any step. Messages of different connections are delivered in any orde
 dropped peer resets its connections, losing what was in flight.
 
 Small configurations are explored exhaustively (every interleaving: a depth-first search over
-the states, each state explored once; a schedule is a complete path, counted over the state
-graph); larger ones by seeded random schedules. Every schedule is checked for:
+the states, each state explored once up to the launches' names, see ``canonical``; a schedule
+is a complete path, counted over the state graph); larger ones by seeded random schedules.
+SOCKET_SINGLETON_SIMULATION=full sets the larger budget (three launches explored whole, more
+random schedules). Every schedule is checked for:
 
 * never two hosts at once: a host takes a launch only while every other host has let go;
 * every launch ends as the host, or delivered exactly once, or reported not delivered. The one
@@ -25,6 +27,9 @@ graph); larger ones by seeded random schedules. Every schedule is checked for:
 """
 
 import errno
+import hashlib
+import itertools
+import os
 import pickle
 import random
 import unittest
@@ -34,7 +39,11 @@ from Socket_Singleton._errors import Reason
 
 TIMEOUT = 0.006  # a launch's handoff_timeout: room for three attempts (after 2 and 4 ms)
 LIMITS = _protocol.Limits(4 * 1024 * 1024, 64 * 1024 * 1024, 5.0, 0.5, 4096)
-RANDOM_SCHEDULES = 40000
+# The budget: the default keeps the suite short on every interpreter; "full"
+# (SOCKET_SINGLETON_SIMULATION=full, which CI sets for one run) adds three launches explored
+# whole and runs more random schedules. Minutes, not seconds.
+FULL = os.environ.get("SOCKET_SINGLETON_SIMULATION", "") == "full"
+RANDOM_SCHEDULES = 100000 if FULL else 40000
 
 
 class SimulationFailure(AssertionError):
@@ -45,6 +54,11 @@ class SimulationFailure(AssertionError):
 
 def _nonce(size):
     return b"\x01" * size  # the nonces' values do not matter here; the states must repeat
+
+
+# The attributes below are never named as a string the machines use as a value ("reset",
+# "queued", "done", ...): unpickling interns attribute names, so such a value would be one
+# object with the name in some copies and not in others, and equal states would pickle apart.
 
 
 class Conn:
@@ -61,11 +75,11 @@ class Conn:
         self.client_closed = False
         self.eof_read = False
         self.host_closed = False
-        self.reset = False
+        self.broken = False
         self.item = None
 
     def cut(self):
-        self.reset = True
+        self.broken = True
         self.to_host = []
         self.to_client = b""
 
@@ -75,7 +89,7 @@ class Item:
         self.client = client
         self.launch_id = launch_id
         self.final = final
-        self.done = False
+        self.observed = False
 
 
 class Host:
@@ -95,11 +109,17 @@ class Host:
 
 
 class Client:
+    """One launch. Its identity is one token, ``arg#<digit>``: its argument, the start of its
+    launch id. Nothing else in the world tells launches apart (no index is stored: a launch's
+    place in World.clients is its name in a schedule), so renaming the tokens and reordering
+    World.clients turns a state into an equivalent one (see ``canonical``)."""
+
     def __init__(self, index, secret):
-        self.index = index
-        self.args = ("arg-%d" % index,)
+        assert index < 10  # one digit: renaming keeps the pickle's lengths
+        token = "arg#%d" % index
+        self.args = (token,)
         self.secret = secret
-        self.launch_id = bytes([index + 1]) * _wire.ID_SIZE
+        self.launch_id = token.encode().ljust(_wire.ID_SIZE, b".")
         self.machine = _protocol.Handoff(self.args, secret, TIMEOUT, 0.0, self.launch_id,
                                          urandom=_nonce)
         self.action = self.machine.start()
@@ -108,6 +128,12 @@ class Client:
         self.wake_at = None
         self.outcome = None
         self.became_host = False
+        self.delivered_by = []  # indexes of the hosts that delivered it
+        self.was_queued = False  # a host queued it
+
+    @property
+    def name(self):
+        return "launch %s" % self.args[0]
 
     @property
     def done(self):
@@ -126,8 +152,6 @@ class World:
         self.conns = []
         self.clients = [Client(i, config.get("client_secret")) for i in
                         range(config["launches"])]
-        self.delivered = {}  # client index -> indexes of the hosts that delivered it
-        self.queued = set()  # client indexes a host has queued
         self.connection_class = connection_class
         self._new_host(config.get("first_secret", config.get("client_secret")))
 
@@ -150,7 +174,7 @@ class World:
         for effect in effects:
             kind = effect[0]
             if kind == _protocol.SEND:
-                if not conn.reset:
+                if not conn.broken:
                     conn.to_client += effect[1]
             elif kind == _protocol.LAUNCH:
                 self.apply(conn, self.policy(host, conn, effect[1]))
@@ -174,9 +198,9 @@ class World:
             raise SimulationFailure("a launch arrived altered")
         host.clients += 1
         final = bool(host.threshold) and host.clients >= host.threshold
-        item = Item(client.index, launch.launch_id, final)
+        item = Item(client, launch.launch_id, final)
         host.queue.append(item)
-        self.queued.add(client.index)
+        client.was_queued = True
         conn.item = item
         if final:
             host.protocol.release()
@@ -188,7 +212,7 @@ class World:
         host.protocol.release()
         self._close_port(host)
         for conn in self.conns:
-            if conn.host is host and conn.machine.state != _protocol.DONE and not conn.reset:
+            if conn.host is host and conn.machine.state != _protocol.DONE and not conn.broken:
                 fate = None
                 if conn.machine.waiting:
                     if conn.item in host.queue:
@@ -217,17 +241,16 @@ class World:
 
     def deliver(self, host):
         item = host.queue.pop(0)
-        item.done = True
-        self.delivered.setdefault(item.client, []).append(host.index)
-        if len(self.delivered[item.client]) > 1:
-            first = self.hosts[self.delivered[item.client][0]]
-            if len(self.delivered[item.client]) > 2 or not first.crashed:
-                raise SimulationFailure("launch %d delivered %d times (by hosts %s)"
-                                        % (item.client, len(self.delivered[item.client]),
-                                           self.delivered[item.client]))
+        item.observed = True
+        by = item.client.delivered_by
+        by.append(host.index)
+        if len(by) > 1:
+            if len(by) > 2 or not self.hosts[by[0]].crashed:
+                raise SimulationFailure("%s delivered %d times (by hosts %s)"
+                                        % (item.client.name, len(by), by))
         host.protocol.delivered(item.launch_id)
         for conn in self.conns:
-            if conn.item is item and conn.host is host and not conn.reset:
+            if conn.item is item and conn.host is host and not conn.broken:
                 self.apply(conn, conn.machine.delivered())
         if item.final:
             self.release(host)  # the dispatcher's on_final: Socket_Singleton.release()
@@ -243,7 +266,7 @@ class World:
             kind = action[0]
             if kind not in (_protocol.EXCHANGE, _protocol.VERIFIED) and client.conn:
                 conn = client.conn
-                if kind == _protocol.FINISH and action[2] and not conn.reset:
+                if kind == _protocol.FINISH and action[2] and not conn.broken:
                     self._client_send(client, action[2])
                 conn.client_closed = True
                 client.conn = None
@@ -269,14 +292,14 @@ class World:
                 continue
             if kind == _protocol.EXCHANGE:
                 conn = client.conn
-                if conn.reset:
+                if conn.broken:
                     client.action = machine.failed(_reset_error(), self.clock)
                     continue
                 self._client_send(client, action[1])
                 client.waiting_read = action[2]
                 return
             if kind == _protocol.VERIFIED:
-                client.action = machine.launch(1000 + client.index, "/")
+                client.action = machine.launch(1000, "/")  # one pid for all: no launch told apart
                 continue
             if kind == _protocol.SLEEP:
                 client.wake_at = self.clock + action[1]
@@ -297,8 +320,8 @@ class World:
         for secret_byte_run in ([a.encode() for a in client.args]
                                 + ([client.secret.encode()] if client.secret else [])):
             if secret_byte_run in data:
-                raise SimulationFailure("launch %d sent %r to a host that did not prove "
-                                        "itself" % (client.index, secret_byte_run))
+                raise SimulationFailure("%s sent %r to a host that did not prove itself"
+                                        % (client.name, secret_byte_run))
 
     def client_read(self, client):
         conn = client.conn
@@ -306,7 +329,7 @@ class World:
         expect = client.waiting_read
         client.waiting_read = None
         unit = self._unit(conn.to_client, expect)
-        if conn.reset:
+        if conn.broken:
             client.action = machine.failed(_reset_error(), self.clock)
         elif unit is not None:
             data, used = unit
@@ -335,41 +358,41 @@ class World:
 
     def _finished(self, client, outcome):
         client.outcome = outcome
-        count = len(self.delivered.get(client.index, ()))
-        if outcome.reason == Reason.DELIVERED and not count:
-            raise SimulationFailure("launch %d was acknowledged delivered before its "
-                                    "observers ran" % client.index)
-        if outcome.reason == Reason.QUEUED and client.index not in self.queued:
-            raise SimulationFailure("launch %d was acknowledged queued but no host queued it"
-                                    % client.index)
+        if outcome.reason == Reason.DELIVERED and not client.delivered_by:
+            raise SimulationFailure("%s was acknowledged delivered before its observers ran"
+                                    % client.name)
+        if outcome.reason == Reason.QUEUED and not client.was_queued:
+            raise SimulationFailure("%s was acknowledged queued but no host queued it"
+                                    % client.name)
         if outcome.reason in _errors.SUCCESS and outcome.reason not in (Reason.DELIVERED,
                                                                          Reason.QUEUED):
-            raise SimulationFailure("launch %d ended %s" % (client.index, outcome.reason))
+            raise SimulationFailure("%s ended %s" % (client.name, outcome.reason))
 
     # -- the scheduler's view --------------------------------------------------------------
 
     def steps(self):
-        """What may happen next, as (kind, index) pairs."""
+        """What may happen next, as (kind, index) pairs: a launch's index is its place in
+        self.clients, a connection's in self.conns."""
         out = []
         clients_running = False
-        for client in self.clients:
+        for index, client in enumerate(self.clients):
             if client.done:
                 continue
             clients_running = True
             if client.waiting_read is not None:
                 conn = client.conn
-                if (conn.reset or conn.host_closed or self.clock >= client.machine.deadline
+                if (conn.broken or conn.host_closed or self.clock >= client.machine.deadline
                         or self._unit(conn.to_client, client.waiting_read) is not None):
-                    out.append(("read", client.index))
+                    out.append(("read", index))
             elif client.wake_at is not None:
-                out.append(("wake", client.index))
+                out.append(("wake", index))
             else:
-                out.append(("act", client.index))
+                out.append(("act", index))
         for host in self.hosts:
             if host.crashed:
                 continue
             for n, conn in enumerate(self.conns):
-                if conn.host is not host or conn.reset or conn.machine.state == _protocol.DONE:
+                if conn.host is not host or conn.broken or conn.machine.state == _protocol.DONE:
                     continue
                 if conn.to_host or (conn.client_closed and not conn.eof_read):
                     out.append(("recv", n))
@@ -390,14 +413,12 @@ class World:
 
     def do(self, step):
         self._do(step)
-        # Forget connections no one will touch again, and keep the rest in the launches'
-        # order: states that differ only in those are the same state.
-        self.conns = sorted(
-            (conn for conn in self.conns
-             if conn.client.conn is conn or not (
-                 conn.reset or conn.host is None or conn.host.crashed
-                 or conn.machine.state == _protocol.DONE)),
-            key=lambda conn: conn.client.index)
+        # Forget connections no one will touch again: states that differ only in those are
+        # the same state.
+        self.conns = [conn for conn in self.conns
+                      if conn.client.conn is conn or not (
+                          conn.broken or conn.host is None or conn.host.crashed
+                          or conn.machine.state == _protocol.DONE)]
 
     def _do(self, step):
         kind, n = step
@@ -449,61 +470,204 @@ class World:
     def check_end(self):
         for client in self.clients:
             if not client.done:
-                raise SimulationFailure("launch %d never ended" % client.index)
-            count = len(self.delivered.get(client.index, ()))
+                raise SimulationFailure("%s never ended" % client.name)
+            count = len(client.delivered_by)
             reason = None if client.became_host else client.outcome.reason
             detail = "" if client.became_host else client.outcome.detail
             if reason == Reason.DELIVERED and count < 1:
-                raise SimulationFailure("launch %d said delivered, was not" % client.index)
+                raise SimulationFailure("%s said delivered, was not" % client.name)
             maybe = reason in (Reason.DELIVERED, Reason.QUEUED, None) or (
                 reason == Reason.NO_ANSWER and ("may have been delivered" in detail
                                                 or "may still deliver it" in detail))
             if count and not maybe:
-                raise SimulationFailure("launch %d was delivered but ended %s: %s"
-                                        % (client.index, reason, client.outcome.detail))
+                raise SimulationFailure("%s was delivered but ended %s: %s"
+                                        % (client.name, reason, client.outcome.detail))
 
 
 def _reset_error():
     return ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
 
 
+def _rank(client, world):
+    """A launch's situation, without its identity: launches are put in this order."""
+    machine = client.machine
+    outcome = client.outcome
+    return (client.became_host, outcome.reason if outcome else "",
+            outcome.detail if outcome else "", machine._phase, machine._attempts,
+            machine._delay, machine._silent, machine._sent, machine._last,
+            machine._refused_since or -1.0, machine._pid or 0, client.action[0],
+            client.waiting_read or "", client.wake_at or -1.0, client.delivered_by,
+            client.was_queued,
+            [(conn is client.conn, conn.backlog_of.index, conn.host is None,
+              conn.machine.state if conn.machine else "", len(conn.to_host),
+              len(conn.to_client), conn.client_closed, conn.eof_read, conn.host_closed,
+              conn.broken) for conn in world.conns if conn.client is client],
+            [([n for n, item in enumerate(host.queue) if item.client is client],
+              host.protocol.answer_for(client.launch_id) or ("", "")) for host in world.hosts])
+
+
+def canonical(world, exact=False):
+    """The key of the world's state up to the launches' names; puts the world in the order
+    of launches the key has.
+
+    Launches are alike but for their token (``Client``), which the machines only compare
+    for equality and which always has the same length; the order of World.clients and
+    World.conns only orders the list of steps. So renaming the tokens (the same way
+    everywhere) and reordering those lists gives a state with the same futures, the same
+    invariants and the same number of schedules. The key is the world's pickle, with the
+    launches in the order of ``_rank`` (ties: as they are) and each token renamed after its
+    launch's place: two states get the same key only if one is the other renamed, and
+    ``pickle.loads(key)`` is such a renamed copy. *exact* (the exhaustive search) tries every
+    order of the launches ``_rank`` ties for the least key, so that renamings of one state
+    get one key; without it (the end of a random schedule, up to 120 orders of five
+    launches) they may get two, as without this reduction."""
+    clients = world.clients
+    ranks = [_rank(client, world) for client in clients]
+    order = sorted(range(len(clients)), key=ranks.__getitem__)
+    if not exact:
+        return _pickled(world, [clients[n] for n in order])
+    orders = [[]]
+    start = 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or ranks[order[end]] != ranks[order[start]]:
+            tied = order[start:end]
+            orders = [done + list(more) for done in orders
+                      for more in itertools.permutations(tied)]
+            start = end
+    best = None
+    for order in orders:
+        key = _pickled(world, [clients[n] for n in order])
+        if best is None or key < best[0]:
+            best = (key, order)
+    if len(orders) > 1:
+        _pickled(world, [clients[n] for n in best[1]])
+    return best[0]
+
+
+def _pickled(world, clients):
+    """Put the world in this order of launches; its pickle with each token renamed after
+    its launch's place."""
+    place = {id(client): n for n, client in enumerate(clients)}
+    world.clients = clients
+    world.conns.sort(key=lambda conn: place[id(conn.client)])
+    key = pickle.dumps(world, pickle.HIGHEST_PROTOCOL)
+    # Each token that changes goes through "arg@" (never in a pickle otherwise), so that one
+    # renamed is not renamed again; the lengths stay, and so does the pickle's framing.
+    renamed = False
+    for n, client in enumerate(clients):
+        token = client.args[0].encode()
+        if token != _TOKENS[n]:
+            key = key.replace(token, _RENAMED[n])
+            renamed = True
+    return key.replace(b"arg@", b"arg#") if renamed else key
+
+
+_TOKENS = [b"arg#%d" % n for n in range(10)]
+_RENAMED = [b"arg@%d" % n for n in range(10)]
+
+
+def _copy(obj):
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    return new
+
+
+def clone(world):
+    """A copy of the world for a branch, as ``pickle.loads(pickle.dumps(world))`` but faster:
+    new objects and containers for whatever a step changes, the immutable values (strings,
+    bytes, numbers, tuples, Outcome, Limits, the config) shared. ``test_a_clone_is_a_copy``
+    holds it to the pickle's copy."""
+    new = _copy(world)
+    clients = {}
+    for client in world.clients:
+        copy = clients[id(client)] = _copy(client)
+        copy.machine = _copy(client.machine)
+        copy.delivered_by = list(client.delivered_by)
+    new.clients = [clients[id(client)] for client in world.clients]
+    items = {}
+
+    def item_copy(item):
+        copy = items.get(id(item))
+        if copy is None:
+            copy = items[id(item)] = _copy(item)
+            copy.client = clients[id(item.client)]
+        return copy
+
+    hosts = {}
+    for host in world.hosts:
+        copy = hosts[id(host)] = _copy(host)
+        copy.protocol = _copy(host.protocol)
+        copy.protocol._answers = dict(host.protocol._answers)
+        copy.queue = [item_copy(item) for item in host.queue]
+    new.hosts = [hosts[id(host)] for host in world.hosts]
+    new.conns = []
+    for conn in world.conns:
+        copy = _copy(conn)
+        copy.client = clients[id(conn.client)]
+        if conn.client.conn is conn:
+            copy.client.conn = copy
+        copy.backlog_of = hosts[id(conn.backlog_of)]
+        if conn.host is not None:
+            copy.host = hosts[id(conn.host)]
+        if conn.machine is not None:
+            copy.machine = _copy(conn.machine)
+            copy.machine._host = copy.host.protocol
+            copy.machine._buf = bytearray(conn.machine._buf)
+        copy.to_host = list(conn.to_host)
+        if conn.item is not None:
+            copy.item = item_copy(conn.item)
+        new.conns.append(copy)
+    for client in new.clients:
+        if client.conn is not None and client.conn not in new.conns:
+            raise SimulationFailure("clone: a launch's connection is not in World.conns")
+    return new
+
+
+def _digest(key):
+    # 128 bits: with a few million states, two alike by chance are about 1e-26 likely.
+    return hashlib.blake2b(key, digest_size=16).digest()
+
+
 class Explorer:
     def __init__(self, connection_class=_protocol.HostConnection):
         self.connection_class = connection_class
         self.schedules = 0
-        self.states = set()
+        self.random_schedules = 0
+        self.states = set()  # digests of the canonical keys
 
     def exhaustive(self, config):
-        """Every interleaving: each state explored once; returns the complete paths."""
+        """Every interleaving: each state (up to the launches' names: ``canonical``)
+        explored once; returns the complete paths."""
         paths = {}
         on_stack = set()
 
         def explore(world):
-            # The pickled world is both the state's identity and the copy each branch starts
-            # from: faster than deepcopy, and equal for equal states reached the same way.
-            key = pickle.dumps(world, pickle.HIGHEST_PROTOCOL)
-            if key in paths:
-                return paths[key]
-            if key in on_stack:
+            # The canonical key (its digest) is the state's identity; each branch starts from
+            # a clone of the world, in the key's order.
+            key = canonical(world, exact=True)
+            digest = _digest(key)
+            if digest in paths:
+                return paths[digest]
+            if digest in on_stack:
                 raise SimulationFailure("a schedule loops")
-            self.states.add(key)
-            steps = world.steps()
+            self.states.add(digest)
+            steps = world.steps()  # as the key's copy's: the order is the same
             if not steps:
                 world.check_end()
-                paths[key] = 1
+                paths[digest] = 1
                 return 1
-            on_stack.add(key)
+            on_stack.add(digest)
             total = 0
             for step in steps:
-                branch = pickle.loads(key)
+                branch = clone(world)
                 try:
                     branch.do(step)
                     total += explore(branch)
                 except SimulationFailure as failure:
-                    failure.schedule.insert(0, step)  # the schedule that broke, for a replay
+                    failure.schedule.insert(0, step)  # the schedule that broke: see replay()
                     raise
-            on_stack.discard(key)
-            paths[key] = total
+            on_stack.discard(digest)
+            paths[digest] = total
             return total
 
         count = explore(World(config, self.connection_class))
@@ -518,16 +682,29 @@ class Explorer:
             if not steps:
                 world.check_end()
                 self.schedules += 1
-                self.states.add(pickle.dumps(world, pickle.HIGHEST_PROTOCOL))
+                self.random_schedules += 1
+                self.states.add(_digest(canonical(world)))
                 return
             world.do(steps[rng.randrange(len(steps))])
         raise SimulationFailure("schedule %d did not end" % seed)
 
 
+def replay(config, schedule, connection_class=_protocol.HostConnection):
+    """The world at the end of a schedule from Explorer.exhaustive (a failure's
+    ``schedule``), whose steps name launches and connections in the order the search put
+    them in: it is done here the same way."""
+    world = World(config, connection_class)
+    for step in schedule:
+        canonical(world, exact=True)
+        world = clone(world)
+        world.do(step)
+    return world
+
+
 # Exhaustive: two launches and a host that crashes or releases at any step; two launches with
 # the threshold; two launches meeting a host with another secret, which releases at any step;
-# two launches and a connection reset at any step. (Three launches and one release, explored
-# whole, take minutes: they run as random schedules below.)
+# two launches and a connection reset at any step. Three launches and one release, explored
+# whole, take minutes: only with the full budget (their random schedules run in both).
 EXHAUSTIVE = [
     {"launches": 2, "ends": 1, "end_kinds": ("crash", "release")},
     {"launches": 2, "ends": 0, "end_kinds": (), "thresholds": (1, 1, 1)},
@@ -535,6 +712,10 @@ EXHAUSTIVE = [
      "first_secret": "other"},
     {"launches": 2, "cuts": 1, "end_kinds": ()},
 ]
+EXHAUSTIVE_FULL = [
+    {"launches": 3, "ends": 1, "end_kinds": ("release",)},
+]
+THREE_LAUNCH_STATES = 300000  # fewer would mean they were not explored (543,625 now)
 # Random: more launches, hosts that crash, release and reach their threshold.
 RANDOM = [
     {"launches": 3, "ends": 1, "end_kinds": ("release",)},
@@ -558,6 +739,17 @@ class Forgetful(_protocol.HostConnection):
 
     def decide(self, reason, detail="", wait=False):
         self._launch_id = b""  # nothing is recorded under the launch's id
+        return super().decide(reason, detail, wait)
+
+
+class Impatient(_protocol.HostConnection):
+    """Broken on purpose: with two launches waiting for the observers already, answers
+    "delivered" at once (only a third launch shows it)."""
+
+    def decide(self, reason, detail="", wait=False):
+        waiting = sum(answer[0] == Reason.QUEUED for answer in self._host._answers.values())
+        if waiting >= 2:
+            return super().decide(Reason.DELIVERED, "", False)
         return super().decide(reason, detail, wait)
 
 
@@ -593,15 +785,71 @@ class TestSimulation(unittest.TestCase):
         explorer = Explorer()
         for config in EXHAUSTIVE:
             explorer.exhaustive(config)
-        exhaustive_states = len(explorer.states)
+        self.assertGreater(len(explorer.states), 5000)
+        if FULL:
+            before = len(explorer.states)
+            for config in EXHAUSTIVE_FULL:
+                explorer.exhaustive(config)
+            self.assertGreater(len(explorer.states) - before, THREE_LAUNCH_STATES)
         per_config = RANDOM_SCHEDULES // len(RANDOM)
         for n, config in enumerate(RANDOM):
             for seed in range(per_config):
                 explorer.random(config, n * 1000003 + seed)
+        self.assertEqual(explorer.random_schedules, per_config * len(RANDOM))
+        self.assertGreaterEqual(explorer.random_schedules, 100000 if FULL else 40000)
         self.assertGreaterEqual(explorer.schedules, 100000)
-        self.assertGreater(exhaustive_states, 10000)
-        print("simulation: %d schedules, %d distinct states, invariants held"
-              % (explorer.schedules, len(explorer.states)))
+        print("simulation (%s budget): %d schedules, %d of them random, %d distinct states, "
+              "invariants held" % ("full" if FULL else "default", explorer.schedules,
+                                   explorer.random_schedules, len(explorer.states)))
+
+    def test_renamed_launches_reach_states_with_the_same_key(self):
+        # What canonical() relies on: a launch's token is all that tells it apart, and the
+        # order of World.clients only names the steps. Launches named the other way round
+        # (the first launch has the last token), run by the same schedules, reach states
+        # with the same keys and offer the same steps; and the exact key does not depend on
+        # the order of World.clients.
+        for config in RANDOM:
+            for seed in range(8):
+                rng = random.Random(seed)
+                world = World(config)
+                renamed = World(config)
+                renamed.clients.reverse()
+                self.assertNotEqual(renamed.clients[0].launch_id, world.clients[0].launch_id)
+                while True:
+                    key = canonical(world)
+                    self.assertEqual(canonical(renamed), key)
+                    copy = pickle.loads(key)
+                    self.assertEqual([client.args for client in copy.clients],
+                                     [("arg#%d" % n,) for n in range(config["launches"])])
+                    shuffled = pickle.loads(key)
+                    rng.shuffle(shuffled.clients)
+                    self.assertEqual(canonical(shuffled, exact=True),
+                                     canonical(copy, exact=True))
+                    steps = world.steps()
+                    self.assertEqual(renamed.steps(), steps)
+                    if not steps:
+                        break
+                    step = steps[rng.randrange(len(steps))]
+                    world.do(step)
+                    renamed.do(step)
+
+    def test_a_clone_is_a_copy(self):
+        # What the exhaustive search relies on: a clone pickles as the world does (the same
+        # values, the same objects shared), and a step on it leaves the world as it was.
+        for config in RANDOM + EXHAUSTIVE:
+            for seed in range(10):
+                rng = random.Random(seed)
+                world = World(config)
+                while True:
+                    steps = world.steps()
+                    if not steps:
+                        break
+                    before = pickle.dumps(world, pickle.HIGHEST_PROTOCOL)
+                    copy = clone(world)
+                    self.assertEqual(pickle.dumps(copy, pickle.HIGHEST_PROTOCOL), before)
+                    copy.do(steps[rng.randrange(len(steps))])
+                    self.assertEqual(pickle.dumps(world, pickle.HIGHEST_PROTOCOL), before)
+                    world = copy
 
     def test_a_host_that_acknowledges_before_delivering_is_caught(self):
         with self.assertRaisesRegex(SimulationFailure, "acknowledged delivered before its "
@@ -611,8 +859,22 @@ class TestSimulation(unittest.TestCase):
     def test_a_host_that_forgets_launch_ids_is_caught(self):
         # Without the record of answered ids, a retried launch is delivered a second time by a
         # host that did not crash.
-        with self.assertRaisesRegex(SimulationFailure, "delivered 2 times"):
+        with self.assertRaisesRegex(SimulationFailure, "delivered 2 times") as caught:
             Explorer(Forgetful).exhaustive(EXHAUSTIVE[-1])
+        with self.assertRaisesRegex(SimulationFailure, "delivered 2 times"):
+            replay(EXHAUSTIVE[-1], caught.exception.schedule, Forgetful)
+
+
+    def test_a_host_that_stops_waiting_at_the_third_launch_is_caught(self):
+        # Two launches explored whole do not show it; three do, early in the search (so this
+        # runs with either budget), and the schedule found replays to the same failure.
+        Explorer(Impatient).exhaustive(EXHAUSTIVE[0])
+        config = EXHAUSTIVE_FULL[0]
+        message = "acknowledged delivered before its observers ran"
+        with self.assertRaisesRegex(SimulationFailure, message) as caught:
+            Explorer(Impatient).exhaustive(config)
+        with self.assertRaisesRegex(SimulationFailure, message):
+            replay(config, caught.exception.schedule, Impatient)
 
 
 if __name__ == "__main__":
