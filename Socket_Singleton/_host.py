@@ -17,8 +17,7 @@ from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from . import _log, _net, _protocol, _tuning
-from ._dispatch import DONE, Pending
-from ._errors import Reason
+from ._dispatch import Pending
 
 # select() (the only selector on Windows) takes at most 512 sockets per call.
 _SELECT_LIMIT = 500
@@ -27,8 +26,8 @@ _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, zero seconds: close() sends RST
 
 # What the host decided about one launch: a Reason and its detail, and the queued item whose
-# delivery the answer waits for (if any). Its arguments: args, cwd, pid, and whether the launch
-# came framed (it can wait for its answer) rather than in the plain 2.0.0 form.
+# delivery the answer waits for, if any. Its arguments: args, cwd, pid, and whether the launch
+# came framed (it can wait for its answer) rather than in the plain 2.0.0 form (no answer).
 Decision = Tuple[str, str, Optional[Pending]]
 OnLaunch = Callable[[Tuple[str, ...], Optional[str], Optional[int], bool], Decision]
 
@@ -49,13 +48,13 @@ class Listener:
     """Owns the listening socket, the accepted connections and the I/O thread; the protocol
     is ``_protocol.HostProtocol``'s, this class only does the I/O and the clock.
 
-    ``on_launch`` runs on the I/O thread for each complete, verified launch; ``withdraw``
-    takes a queued launch back when the host stops before an observer saw it.
+    ``on_launch`` runs on the I/O thread for each complete, verified launch; ``fate`` says what
+    a launch whose answer still waits is told when the listener stops (a Reason).
     """
 
     def __init__(self, sock: socket.socket, name: str, verbose: bool, secret: Optional[str],
                  tuning: _tuning.Tuning, on_launch: OnLaunch,
-                 withdraw: Callable[[Pending], bool], on_failure: Callable[[], None]) -> None:
+                 fate: Callable[[Pending], str], on_failure: Callable[[], None]) -> None:
         self._sock = sock
         self._on_failure = on_failure  # called on the I/O thread should it fail (a bug)
         self._verbose = verbose
@@ -64,7 +63,7 @@ class Listener:
             tuning.max_message_size, tuning.max_buffered, tuning.peer_deadline,
             tuning.delivery_wait, tuning.recent_launches))
         self._on_launch = on_launch
-        self._withdraw = withdraw
+        self._fate = fate
         self._conns: Set[_Connection] = set()
         # a framed launch waiting in the queue -> its id, and the connection whose answer waits
         self._waiting: Dict[Pending, Tuple[bytes, _Connection]] = {}
@@ -309,15 +308,10 @@ class Listener:
         """Hand a complete launch to the host; the machine answers it."""
         reason, detail, item = self._on_launch(launch.args, launch.cwd, launch.pid,
                                                launch.framed)
-        wait = False
-        if item is not None and launch.framed:
-            if item.state == DONE:
-                reason, detail = Reason.DELIVERED, ""
-            else:
-                wait = True
-                conn.item = item
-                self._waiting[item] = (launch.launch_id, conn)
-        return conn.machine.decide(reason, detail, wait)
+        if item is not None:
+            conn.item = item
+            self._waiting[item] = (launch.launch_id, conn)
+        return conn.machine.decide(reason, detail, item is not None)
 
     def _flush(self, conn: _Connection) -> None:
         try:
@@ -368,12 +362,7 @@ class Listener:
             for conn in list(self._conns):
                 fate = None
                 if conn.machine.waiting and conn.item is not None:
-                    if self._withdraw(conn.item):
-                        fate = Reason.RETRY
-                    elif conn.item.state == DONE:
-                        fate = Reason.DELIVERED
-                    else:
-                        fate = Reason.QUEUED
+                    fate = self._fate(conn.item)
                 self._apply(conn, conn.machine.abandon(fate))
             # Answered clients close first (so no TIME_WAIT is left on the port); wait briefly.
             grace_end = time.monotonic() + self._tuning.shutdown_grace

@@ -10,7 +10,7 @@ import time
 from typing import Callable, Optional, Tuple
 
 from . import _log, _net, _tuning
-from ._dispatch import Dispatcher
+from ._dispatch import DONE, Dispatcher, Pending
 from ._errors import Reason
 from ._host import Decision, Listener
 from ._policy import Admission
@@ -91,8 +91,7 @@ class Host:
             raise
         try:
             self._listener = Listener(sock, name + "-listener", verbose, secret, self.tuning,
-                                      self._on_launch, self.dispatcher.withdraw,
-                                      on_failure=self.stop)
+                                      self._on_launch, self._fate, on_failure=self.stop)
             if timeout > 0:
                 # Not a daemon: like 2.0.0, the process keeps the port until the timeout
                 # fires even when the main thread ends first. Made before the listener
@@ -173,6 +172,8 @@ class Host:
             elif (not observed
                   and time.monotonic() - self._started >= self.tuning.trace_grace):
                 item = None  # no observer to wait for: answer "queued" at once
+            elif item.state == DONE:
+                reason, detail, item = Reason.DELIVERED, "", None  # the observers were quick
         if admission.final:
             # release_threshold: deliver this launch, then stop (the dispatcher calls stop()
             # once it is delivered); should the observers be slow or absent, the port goes
@@ -181,7 +182,14 @@ class Host:
                 self.stop()
             else:
                 self._listener.drain()
-        return reason, detail, item
+        return reason, detail, item if framed else None
+
+    def _fate(self, item: Pending) -> str:
+        """What a launch whose answer waits is told when the host stops: to try again when no
+        observer has seen it (it is taken back from the queue), else where it stands."""
+        if self.dispatcher.withdraw(item):
+            return Reason.RETRY
+        return Reason.DELIVERED if item.state == DONE else Reason.QUEUED
 
 
 _STOP_CODE = Host.stop.__code__

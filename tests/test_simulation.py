@@ -185,7 +185,7 @@ class World:
                     conn.cut()  # the host resets a peer that has not closed first
 
     def policy(self, host, conn, launch):
-        """The host's policy, as Socket_Singleton._on_launch with an observer registered."""
+        """The host's policy, as _hosting.Host._on_launch applies it with an observer registered."""
         if host.released or host.crashed:
             raise SimulationFailure("host %d took a launch after its release() returned"
                                     % host.index)
