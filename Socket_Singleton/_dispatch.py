@@ -77,6 +77,8 @@ class Dispatcher:
         self._pending_bytes = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
         _net.start(self._thread)
 
     @property

@@ -62,50 +62,63 @@ class Timeout(threading.Thread):
 
 
 class Host:
-    """Serves the listening socket *sock* until ``stop()``: the one owner of the host's
-    threads (named ``Socket_Singleton-<port>-listener``, ``-dispatch`` and ``-timeout``).
+    """Serves the listening socket *sock* from ``start()`` until ``stop()``: the one owner of
+    the host's threads (named ``Socket_Singleton-<port>-listener``, ``-dispatch`` and
+    ``-timeout``).
 
-    Made whole or not at all: should the constructor fail, everything it started is stopped
-    and *sock* is closed. ``stop()`` is the one way everything stops, whoever asks: the
-    application (release()), the timeout, the launch that reaches ``release_threshold``, a
-    library thread that failed.
+    Made in two steps, so that its owner holds it before any of its threads runs: the
+    constructor makes the parts, ``start()`` starts the threads. Whatever ends the host (the
+    timeout, the launch that reaches ``release_threshold``, a library thread that failed) calls
+    *release*, the owner's ``release()``, which calls ``stop()``: an application that overrides
+    ``release()`` sees every end, as with 2.0.0. Should either step fail, everything is stopped,
+    *sock* is closed and the error raised.
     """
 
     def __init__(self, sock: socket.socket, verbose: bool, secret: Optional[str],
-                 timeout: float, policy: Policy) -> None:
-        self.port: int = sock.getsockname()[1]  # the real port when port 0 was asked for
-        self.clients = 0  # launches counted by the policy
+                 timeout: float, policy: Policy, release: Callable[[], None]) -> None:
+        self._sock = sock
         self._verbose = verbose
         self._policy = policy
-        self.tuning = _tuning.current  # this host's limits and waits, for its whole life
-        self._started = time.monotonic()
+        self._release = release
+        self._stopped = False
         self._listener: Optional[Listener] = None
         self._timer: Optional[Timeout] = None
-        name = "Socket_Singleton-%d" % self.port
+        self.clients = 0  # launches counted by the policy
+        self.tuning = _tuning.current  # this host's limits and waits, for its whole life
         try:
+            self.port: int = sock.getsockname()[1]  # the real port when port 0 was asked for
+            name = "Socket_Singleton-%d" % self.port
             prepare_for_exhaustion()
             self.dispatcher = Dispatcher(name + "-dispatch", verbose, self.tuning,
-                                         on_final=self.stop, on_failure=self.stop)
+                                         on_final=release, on_failure=release)
+            self._listener = Listener(sock, name + "-listener", verbose, secret, self.tuning,
+                                      self._on_launch, self._fate, on_failure=release)
+            if timeout > 0:
+                # Not a daemon: like 2.0.0, the process keeps the port until the timeout
+                # fires even when the main thread ends first. A Timeout that is cancelled
+                # before start() ends at once.
+                self._timer = Timeout(timeout, release, name + "-timeout")
         except BaseException:
             _net.close_quietly(sock)
             raise
+        self._started = time.monotonic()
+
+    def start(self) -> None:
+        """Start the threads; when it returns, the port is listening (unless a launch that
+        arrived meanwhile already ended the host)."""
         try:
-            self._listener = Listener(sock, name + "-listener", verbose, secret, self.tuning,
-                                      self._on_launch, self._fate, on_failure=self.stop)
-            if timeout > 0:
-                # Not a daemon: like 2.0.0, the process keeps the port until the timeout
-                # fires even when the main thread ends first. Made before the listener
-                # starts, so that a stop by an early launch (release_threshold) cancels it; a
-                # Timeout that is cancelled before start() ends at once.
-                self._timer = Timeout(timeout, self.stop, name + "-timeout")
-            self._listener.start()
+            self._started = time.monotonic()
+            self.dispatcher.start()
+            if not self._stopped:  # a dispatch thread that failed at once stopped the host
+                assert self._listener is not None
+                self._listener.start()
             if self._timer is not None:
                 _net.start(self._timer)
         except BaseException:
             try:
                 self.stop()
             finally:
-                _net.close_quietly(sock)
+                _net.close_quietly(self._sock)
             raise
 
     @property
@@ -123,6 +136,7 @@ class Host:
         leaves the interrupted stop() to finish. Every step takes no lock that an interrupted
         caller could hold, so a stop() cut short (KeyboardInterrupt) is finished by the next.
         """
+        self._stopped = True
         nested = self._stopping_on_this_thread()
         if self._timer is not None:
             self._timer.cancel()
@@ -154,6 +168,7 @@ class Host:
         admission = self._policy(self.clients, args)
         self.clients = admission.clients
         reason, detail, item = admission.reason, admission.detail, None
+        wait = None  # the queued launch whose delivery the answer waits for
         if admission.keep:
             item = self.dispatcher.submit(args, cwd or None, pid, admission.final,
                                           self._listener.complete if framed else None)
@@ -169,20 +184,21 @@ class Host:
                 reason, detail = Reason.REJECTED, "the running instance's queue is full"
                 _log.warning(self._verbose, "queue full (%d launches); launch refused",
                              len(self.dispatcher.pending()))
-            elif (not observed
-                  and time.monotonic() - self._started >= self.tuning.trace_grace):
-                item = None  # no observer to wait for: answer "queued" at once
             elif item.state == DONE:
-                reason, detail, item = Reason.DELIVERED, "", None  # the observers were quick
+                reason, detail = Reason.DELIVERED, ""  # the observers were quick
+            elif observed or time.monotonic() - self._started < self.tuning.trace_grace:
+                wait = item
+            else:
+                item = None  # no observer to wait for: answer "queued" at once
         if admission.final:
-            # release_threshold: deliver this launch, then stop (the dispatcher calls stop()
-            # once it is delivered); should the observers be slow or absent, the port goes
-            # after delivery_wait all the same. No delivery to wait for: stop now.
+            # release_threshold: deliver this launch, then release (the dispatcher does, once
+            # the observers ran for it); should they be slow or absent, the port goes after
+            # delivery_wait all the same. Nothing queued to deliver: release now.
             if item is None:
-                self.stop()
+                self._release()
             else:
                 self._listener.drain()
-        return reason, detail, item if framed else None
+        return reason, detail, wait if framed else None
 
     def _fate(self, item: Pending) -> str:
         """What a launch whose answer waits is told when the host stops: to try again when no

@@ -121,8 +121,10 @@ class Socket_Singleton:
             self._turned_away(claimed)
         from . import _hosting  # only a host loads it: a launch turned away never does
 
-        self._host = _hosting.Host(claimed, self.verbose, secret, self.timeout, self._policy)
+        self._host = _hosting.Host(claimed, self.verbose, secret, self.timeout, self._policy,
+                                   self.release)
         self.port = self._host.port
+        self._host.start()
 
     def _turned_away(self, outcome: "_client.Outcome") -> "NoReturn":
         where = _net.where(self.address, self.port)

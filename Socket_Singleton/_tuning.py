@@ -100,11 +100,13 @@ class override:
 
     def start(self) -> Tuning:
         global current
+        changed = current.replace(**self._changes)  # first: an unknown name changes nothing
         self._saved.append(current)
-        current = current.replace(**self._changes)
+        current = changed
         return current
 
     def stop(self) -> None:
+        """Restore what start() found; overrides end in the reverse order of their start."""
         global current
         current = self._saved.pop()
 

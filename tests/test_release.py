@@ -15,7 +15,7 @@ import unittest
 import warnings
 from unittest import mock
 
-from Socket_Singleton import Socket_Singleton, _host, _tuning, _wire
+from Socket_Singleton import Socket_Singleton, _dispatch, _host, _tuning, _wire
 
 from . import support
 from .support import (
@@ -324,6 +324,69 @@ class TestReleaseThreshold(HostTestCase):
                 successor = Socket_Singleton(port=app.port, handoff_timeout=support.WAIT)
             successor.release()
         unblock.set()
+
+    def test_observers_quicker_than_the_answer_hold_nothing_up(self):
+        # The launch that reaches the threshold is delivered before the host looks at it
+        # again. The host must still answer it and drain, leaving the release to the
+        # dispatcher; releasing on the listener's thread as well made the two threads wait for
+        # each other until stop_wait ran out (review of 1eccf25).
+        real_submit = _dispatch.Dispatcher.submit
+
+        def submit_then_deliver(dispatcher, args, cwd, pid, final, on_done):
+            delivered = threading.Event()
+
+            def done(item):
+                delivered.set()
+                if on_done is not None:
+                    on_done(item)
+
+            item = real_submit(dispatcher, args, cwd, pid, final, done)
+            if item is not None:
+                delivered.wait(support.WAIT)
+            return item
+
+        with _tuning.override(stop_wait=10 * support.WAIT), \
+                mock.patch.object(_dispatch.Dispatcher, "submit", submit_then_deliver):
+            app = self.host(release_threshold=1)
+            collector = support.Collector()
+            app.trace(collector)
+            outcome = hand_off(app.port, ["last"], handoff_timeout=support.WAIT)
+        self.assertEqual(outcome.reason, "delivered")
+        self.assertEqual(collector.wait(1), [("last",)])
+        self.assert_released(app)
+
+    def assert_released(self, app):
+        """The threshold's release runs after the answer: wait for the listener to end."""
+        listener = library_thread(app.port, "listener")
+        if listener is not None:
+            listener.join(support.WAIT)
+        self.assertFalse(app.listening)
+        assert_port_free(self, app.port)
+
+    def test_an_override_of_release_sees_every_end(self):
+        # 2.0.0 ended through self.release() (timeout, threshold); a subclass that overrides
+        # release() to clean up must see those ends too.
+        ended = []
+
+        class App(Socket_Singleton):
+            def release(self):
+                ended.append(self.port)
+                super().release()
+
+        app = App(port=0, release_threshold=1)
+        self.addCleanup(app.release)
+        app.trace(support.Collector())
+        self.assertEqual(hand_off(app.port, ["last"]).reason, "delivered")
+        self.assert_released(app)
+        self.assertEqual(ended[:1], [app.port])
+
+        timed = App(port=0, timeout=0.05)
+        self.addCleanup(timed.release)
+        timer = library_thread(timed.port, "timeout")
+        timer.join(support.WAIT)
+        self.assertFalse(timer.is_alive())
+        self.assertEqual(ended[1:2], [timed.port])
+        self.assertFalse(timed.listening)
 
 
 @unittest.skipUnless(sys.platform.startswith("linux"), "reads /proc/self")
