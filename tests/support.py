@@ -20,6 +20,11 @@ from unittest import mock
 
 from Socket_Singleton import MultipleSingletonsError, Socket_Singleton, _tuning, _wire
 
+POSIX = os.name == "posix"
+# Distinctive values, so that a search through captured bytes cannot miss them or match by luck.
+ARG = "arg-Pangolin-\u00e9l\u00e9phant-%d" % os.getpid()
+SECRET = "secret-Marmalade-\u00c4pfel-%d" % os.getpid()
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "test_app.py")
 WAIT = 30.0  # generous bound for anything we wait for (CPython's support.SHORT_TIMEOUT)
@@ -385,6 +390,19 @@ def tune(test, **values):
     override = _tuning.override(**values)
     override.start()
     test.addCleanup(override.stop)
+
+
+def blocking_observer(test):
+    """An observer that sets ``entered`` when called, then blocks until ``unblock`` is set
+    (at the latest when *test* ends); returns (observer, entered, unblock)."""
+    entered, unblock = threading.Event(), threading.Event()
+    test.addCleanup(unblock.set)
+
+    def blocking(args):
+        entered.set()
+        unblock.wait(WAIT)
+
+    return blocking, entered, unblock
 
 
 # -- hosts and launches in this process -----------------------------------------------------------

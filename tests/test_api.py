@@ -347,13 +347,7 @@ def blocked_delivery(test):
     """A host of *test* (a HostTestCase) whose first observer blocks on the first launch,
     followed by two more observers; returns (host, the two collectors, unblock)."""
     app = test.host()
-    entered, unblock = threading.Event(), threading.Event()
-    test.addCleanup(unblock.set)
-
-    def blocking(args):
-        entered.set()
-        unblock.wait(support.WAIT)
-
+    blocking, entered, unblock = support.blocking_observer(test)
     app.trace(blocking)
     second, third = test.collector(app), test.collector(app)
     support.send_raw(app.port, b"go\0")

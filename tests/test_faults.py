@@ -21,7 +21,7 @@ from Socket_Singleton import _net
 from . import support
 from .support import HostTestCase, assert_port_free, hand_off, library_threads
 
-POSIX = os.name == "posix"
+POSIX = support.POSIX
 HANDOFF = 2.0  # handoff_timeout of the launches below
 SLACK = 1.5  # seconds a host-side faulty launch may take beyond it on a busy machine
 CLIENT_SLACK = 1.0  # seconds beyond handoff_timeout a faulty launch may take (a loaded machine)

@@ -36,10 +36,8 @@ from .support import (
     turned_away,
 )
 
-POSIX = os.name == "posix"
-# Distinctive values, so that a search through captured bytes cannot miss them or match by luck.
-ARG = "arg-Pangolin-\u00e9l\u00e9phant-%d" % os.getpid()
-SECRET = "secret-Marmalade-\u00c4pfel-%d" % os.getpid()
+POSIX = support.POSIX
+ARG, SECRET = support.ARG, support.SECRET
 
 
 class TestAcknowledgedHandoff(support.ThreadLeakCheck):

@@ -5,7 +5,6 @@ the number of peers select() is given at once. Limits are shrunk with _tuning.ov
 import os
 import selectors
 import socket
-import threading
 import unittest
 from unittest import mock
 
@@ -167,13 +166,7 @@ class TestPendingQueue(HostTestCase):
     def test_pending_bound_with_an_observer(self):
         # Observers registered but behind: a launch beyond the bound is refused and logged.
         watcher = LogWatcher(self)
-        entered, unblock = threading.Event(), threading.Event()
-        self.addCleanup(unblock.set)
-
-        def blocking(args):
-            entered.set()
-            unblock.wait(support.WAIT)
-
+        blocking, entered, unblock = support.blocking_observer(self)
         with _tuning.override(max_pending=3):
             app = self.host()
             app.trace(blocking)
@@ -196,13 +189,7 @@ class TestPendingQueue(HostTestCase):
 
     def test_the_queue_is_capped_in_memory_without_dropping_queued_launches(self):
         watcher = LogWatcher(self)
-        entered, unblock = threading.Event(), threading.Event()
-        self.addCleanup(unblock.set)
-
-        def blocking(args):
-            entered.set()
-            unblock.wait(support.WAIT)
-
+        blocking, entered, unblock = support.blocking_observer(self)
         with _tuning.override(delivery_wait=0.05, max_pending_bytes=250):
             # No observer registered: the launch that does not fit is ignored (exit 0).
             app = self.host()

@@ -29,7 +29,7 @@ from .support import (
     wait_closed,
 )
 
-POSIX = os.name == "posix"
+POSIX = support.POSIX
 ARG = "arg-Okapi-%d" % os.getpid()  # distinctive: a search through captured bytes cannot miss it
 
 

@@ -31,7 +31,7 @@ from .support import (
     wait_closed,
 )
 
-POSIX = os.name == "posix"
+POSIX = support.POSIX
 
 
 class TestLifecycle(HostTestCase):
