@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import __version__, _client, _net
-from ._errors import Reason
+from ._outcome import Reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -4,8 +4,8 @@ import os
 import socket
 import time
 
-from . import _net, _protocol, _wire
-from ._protocol import Outcome
+from . import _handoff, _net, _wire
+from ._outcome import Outcome
 
 __all__ = ["Outcome", "claim", "probe"]
 
@@ -31,7 +31,7 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
     the port is never bound: a port nobody listens on ends with ``not-running``. With
     *legacy*, a holder that closes without answering gets the arguments in the 2.0.0 form.
     """
-    machine = _protocol.Handoff(args, secret, timeout, time.monotonic(),
+    machine = _handoff.Handoff(args, secret, timeout, time.monotonic(),
                                 os.urandom(_wire.ID_SIZE), send=send, take=take, legacy=legacy)
     return _drive(machine, address, port)
 
@@ -42,13 +42,13 @@ def probe(address: str, port: int, secret: "Optional[str]", timeout: float) -> "
     Returns reason ``Reason.HOST`` with the host's pid for a verified Socket_Singleton host
     (verified against *secret* when given), else why not.
     """
-    machine = _protocol.Handoff((), secret, timeout, time.monotonic(), probe=True)
+    machine = _handoff.Handoff((), secret, timeout, time.monotonic(), probe=True)
     result = _drive(machine, address, port)
     assert isinstance(result, Outcome)  # a probe never binds
     return result
 
 
-def _drive(machine: "_protocol.Handoff", address: str,
+def _drive(machine: "_handoff.Handoff", address: str,
            port: int) -> "Union[socket.socket, Outcome]":
     """The hand-off's I/O: do what *machine* asks, tell it what happened."""
     deadline = machine.deadline
@@ -56,21 +56,21 @@ def _drive(machine: "_protocol.Handoff", address: str,
     action = machine.start()
     try:
         while True:
-            kind = action[0]
-            if kind not in (_protocol.EXCHANGE, _protocol.VERIFIED) and sock is not None:
-                if kind == _protocol.FINISH and action[2]:
-                    _say_bye(sock, action[2])
+            if sock is not None and not isinstance(action, (_handoff.Exchange,
+                                                            _handoff.Verified)):
+                if isinstance(action, _handoff.Finish) and action.farewell:
+                    _say_bye(sock, action.farewell)
                 _net.close_quietly(sock)
                 sock = None
-            if kind == _protocol.EXCHANGE:
+            if isinstance(action, _handoff.Exchange):
                 assert sock is not None
                 action = _exchange(machine, sock, action, deadline)
-            elif kind == _protocol.TAKE:
+            elif isinstance(action, _handoff.Take):
                 listening = _net.listen_exclusively(address, port)
                 if listening is not None:
                     return listening
                 action = machine.held()
-            elif kind == _protocol.CONNECT:
+            elif isinstance(action, _handoff.Connect):
                 try:
                     sock = socket.socket(_net.family_of(address), socket.SOCK_STREAM)
                 except OSError as err:
@@ -85,39 +85,37 @@ def _drive(machine: "_protocol.Handoff", address: str,
                     action = machine.failed(err, time.monotonic())
                 else:
                     action = machine.connected()
-            elif kind == _protocol.VERIFIED:
+            elif isinstance(action, _handoff.Verified):
                 action = machine.launch(os.getpid(), _cwd())
-            elif kind == _protocol.SLEEP:
-                time.sleep(action[1])  # type: ignore[arg-type]
+            elif isinstance(action, _handoff.Sleep):
+                time.sleep(action.seconds)
                 action = machine.woke(time.monotonic())
             else:
-                outcome = action[1]
-                assert isinstance(outcome, Outcome)
-                return outcome
+                return action.outcome
     finally:
         if sock is not None:
             _net.close_quietly(sock)
 
 
-def _exchange(machine: "_protocol.Handoff", sock: socket.socket, action: "Tuple[object, ...]",
-              deadline: float) -> "Tuple[object, ...]":
+def _exchange(machine: "_handoff.Handoff", sock: socket.socket, action: "_handoff.Exchange",
+              deadline: float) -> "_handoff.Action":
     """Send what the machine gives, read back what it expects, and tell it."""
-    _, data, expect, pid = action
-    if pid is not None:
+    expect = action.expect
+    if action.foreground is not None:
         # before the host's observers run: they may raise its window
-        _net.allow_foreground(pid)  # type: ignore[arg-type]
+        _net.allow_foreground(action.foreground)
     try:
-        if expect == _protocol.BANNER or pid is not None:
+        if expect is _handoff.BANNER or action.foreground is not None:
             # The hello and the plain form go out under the timeout the last read set.
             _set_timeout(sock, deadline)
-        sock.sendall(data)  # type: ignore[arg-type]
-        if expect is None:
+        sock.sendall(action.data)
+        if expect is _handoff.NOTHING:
             return machine.sent(time.monotonic())
-        if expect == _protocol.BANNER:
+        if expect is _handoff.BANNER:
             return machine.received(_read_banner(sock, deadline), time.monotonic())
         kind, payload = _read_frame(sock, deadline)
     except socket.timeout:
-        if expect == _protocol.BANNER:
+        if expect is _handoff.BANNER:
             # Give up with a reset, not a clean close: a 3.0.0 host would take the NULs it
             # read, cleanly ended, for a plain launch of 1024 empty arguments.
             _net.reset_on_close(sock)
@@ -131,10 +129,10 @@ def _exchange(machine: "_protocol.Handoff", sock: socket.socket, action: "Tuple[
     return machine.frame(kind, payload, time.monotonic())
 
 
-def _say_bye(sock: socket.socket, farewell: "object") -> None:
+def _say_bye(sock: socket.socket, farewell: bytes) -> None:
     """Tell the host why we give up, so that a host with ``verbose=True`` can log it."""
     try:
-        sock.sendall(farewell)  # type: ignore[arg-type]
+        sock.sendall(farewell)
     except OSError:  # it is only a courtesy
         pass
 

@@ -4,49 +4,32 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _log, _net, _tuning
+from ._launch import Launch
+from ._outcome import Reason
+from ._sentinel import Sentinel
 
 _STR_OVERHEAD = 64  # bytes a str costs besides its characters (about, and rounded up)
 
-# States of a queued launch (not outcomes: those are _errors.Reason).
-WAITING, TAKEN, DONE = "waiting", "taken", "done"
 
-
-class Launch(tuple):  # type: ignore[type-arg]
-    """The arguments of one launch: a tuple of ``str``, equal to the plain tuple.
-
-    ``cwd`` and ``pid`` are the launching process's working directory and process id,
-    or ``None`` when the launch came in the plain 2.0.0 form, which does not carry them.
-    """
-
-    cwd: Optional[str]
-    pid: Optional[int]
-
-    def __new__(cls, args: Tuple[str, ...] = (), cwd: Optional[str] = None,
-                pid: Optional[int] = None) -> Launch:
-        self = super().__new__(cls, args)
-        self.cwd = cwd
-        self.pid = pid
-        return self
-
-    def __reduce__(self) -> Any:
-        return (type(self), (tuple(self), self.cwd, self.pid))
+WAITING, TAKEN, DONE = map(Sentinel, ("IN_QUEUE", "TAKEN", "OBSERVED"))
 
 
 class Pending:
-    """A launch waiting in the queue; ``on_done`` is called once its observers have run."""
+    """The queue's entry for one launch; ``on_done(launch)`` is called once its observers ran."""
 
     __slots__ = ("final", "launch", "on_done", "seq", "size", "state")
 
-    def __init__(self, launch: Launch, final: bool, seq: int = 0) -> None:
+    def __init__(self, launch: Launch, final: bool,
+                 on_done: Optional[Callable[[Launch], None]]) -> None:
         self.launch = launch
         self.size = sum(map(len, launch)) + _STR_OVERHEAD * len(launch)
         self.state = WAITING
         self.final = final
-        self.seq = seq  # arrival number: an observer gets the launches from its trace() on
-        self.on_done: Optional[Callable[[Pending], None]] = None
+        self.seq = 0  # arrival number: an observer gets the launches from its trace() on
+        self.on_done = on_done
 
 
 Observer = Callable[..., Any]
@@ -120,30 +103,34 @@ class Dispatcher:
         with self._cond:
             return tuple(item.launch for item in self._queue)
 
-    def submit(self, args: Tuple[str, ...], cwd: Optional[str], pid: Optional[int], final: bool,
-               on_done: Optional[Callable[[Pending], None]]) -> Optional[Pending]:
-        """Queue a launch; ``None`` when the queue is full or dispatch has stopped."""
-        item = Pending(Launch(args, cwd, pid), final)
+    def submit(self, launch: Launch, final: bool,
+               on_done: Optional[Callable[[Launch], None]] = None) -> bool:
+        """Queue *launch*; false when the queue is full or dispatch is stopping."""
+        item = Pending(launch, final, on_done)
         with self._cond:
             if (self._stopping or len(self._queue) >= self._tuning.max_pending
                     or self._pending_bytes + item.size > self._tuning.max_pending_bytes):
-                return None
+                return False
             item.seq = self._seq
             self._seq += 1
-            item.on_done = on_done
             self._pending_bytes += item.size
             self._queue.append(item)
             self._cond.notify()
-            return item
-
-    def withdraw(self, item: Pending) -> bool:
-        """Take *item* back if no observer has seen it yet."""
-        with self._cond:
-            if item.state != WAITING:
-                return False
-            self._queue.remove(item)
-            self._pending_bytes -= item.size
             return True
+
+    def take_back(self) -> List[Launch]:
+        """Stop delivering (no observer call starts from now on, nothing more is queued) and
+        take back the awaited launches that no observer has seen and whose client still
+        waits for its answer (``Launch._settle``): they are returned, to be told "retry"."""
+        with self._cond:
+            self._stopping = True
+            taken = [item for item in self._queue if item.on_done is not None
+                     and item.launch._framed and item.launch._settle(Reason.RETRY) == Reason.RETRY]
+            for item in taken:
+                self._queue.remove(item)
+                self._pending_bytes -= item.size
+            self._cond.notify_all()
+        return [item.launch for item in taken]
 
     def stop(self) -> None:
         """Clear the observers and end the thread.
@@ -205,26 +192,35 @@ class Dispatcher:
                     except BaseException as exc:  # noqa: BLE001 - even sys.exit() must not end dispatch
                         _log.warning(self._verbose, "Observer %s raised exception: %s: %s",
                                      getattr(observer, "__name__", observer),
-                                     type(exc).__name__, exc, exc_info=True)
+                                     type(exc).__name__, _text(exc), exc_info=True)
                     finally:
                         with self._cond:
                             self._running = None
                             self._returned.notify_all()
-            except BaseException:
-                if not called:  # a bug before any observer saw it: the launch is not delivered
+            finally:
+                if not called:
+                    # Taken off the queue, yet no observer saw it (release() or untrace() came
+                    # in between, or a bug): it goes back to the head, never lost.
                     with self._cond:
                         item.state = WAITING
                         self._pending_bytes += item.size
                         self._queue.appendleft(item)
-                    raise
-                self._done(item)
-                raise
-            self._done(item)
-            if item.final:
+                else:
+                    self._done(item)
+            if called and item.final:
                 self._on_final()
 
     def _done(self, item: Pending) -> None:
         with self._cond:
             item.state = DONE
         if item.on_done is not None:
-            item.on_done(item)
+            item.on_done(item.launch)
+
+
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when its ``__str__`` raises (logging would print a
+    traceback of its own instead of our line)."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - any failure of a user's __str__
+        return "<str() failed>"

@@ -27,6 +27,9 @@ def start(thread: "threading.Thread") -> None:
     else:
         hook.start(thread)
 
+# Errors of this process (out of descriptors or memory), not of the peer or the port.
+OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
 _WSAEADDRINUSE = 10048
 _IN_USE = {errno.EADDRINUSE, _WSAEADDRINUSE}
 

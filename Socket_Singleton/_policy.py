@@ -2,7 +2,7 @@
 
 from typing import NamedTuple, Tuple
 
-from ._errors import Reason
+from ._outcome import Reason
 
 
 class Admission(NamedTuple):

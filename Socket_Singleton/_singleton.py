@@ -4,15 +4,16 @@ import _thread
 import math
 import sys
 
-from . import _client, _errors, _net, _wire
-from ._errors import MultipleSingletonsError, Reason
+from . import _client, _net, _outcome, _wire
+from ._outcome import MultipleSingletonsError, Reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds, and a launch that is turned away never needs it
     from typing import Any, Callable, Iterator, NoReturn, Optional, Tuple
 
-    from ._dispatch import Dispatcher, Launch
-    from ._hosting import Host
+    from ._dispatch import Dispatcher
+    from ._host import Host
+    from ._launch import Launch
     from ._policy import Admission
 
 
@@ -117,16 +118,16 @@ class Socket_Singleton:
             return  # inert: not the host, nothing sent (multiprocessing's spawn, forkserver)
         claimed = _client.claim(address, self.port, self.client, tuple(sys.argv[1:]), secret,
                                 self.handoff_timeout, legacy=self.legacy_handoff)
-        if isinstance(claimed, _client.Outcome):
+        if isinstance(claimed, _outcome.Outcome):
             self._turned_away(claimed)
-        from . import _hosting  # only a host loads it: a launch turned away never does
+        from . import _host  # only a host loads it: a launch turned away never does
 
-        self._host = _hosting.Host(claimed, self.verbose, secret, self.timeout, self._policy,
+        self._host = _host.Host(claimed, self.verbose, secret, self.timeout, self._policy,
                                    self.release)
         self.port = self._host.port
         self._host.start()
 
-    def _turned_away(self, outcome: "_client.Outcome") -> "NoReturn":
+    def _turned_away(self, outcome: "_outcome.Outcome") -> "NoReturn":
         where = _net.where(self.address, self.port)
         if outcome.reason not in (Reason.DELIVERED, Reason.QUEUED, Reason.NOT_SENT):
             from . import _log  # a quiet launch never loads it
@@ -134,9 +135,9 @@ class Socket_Singleton:
             _log.warning(self.verbose, "launch to %s ended %s: %s", where, outcome.reason,
                          outcome.detail or outcome.reason)
         if self.strict:
-            if outcome.reason in _errors.SUCCESS:
+            if outcome.reason in _outcome.SUCCESS:
                 raise SystemExit
-            raise SystemExit(_errors.exit_line(outcome.reason, outcome.detail, where))
+            raise SystemExit(_outcome.exit_line(outcome.reason, outcome.detail, where))
         raise MultipleSingletonsError(self.address, self.port, outcome.reason,
                                       outcome.detail, outcome.host_pid)
 
@@ -199,10 +200,12 @@ class Socket_Singleton:
             return
         import threading  # loaded already: the host's threads use it
 
+        from ._launch import Launch
+
         dispatcher = self._host.dispatcher
         delivered = threading.Event()
-        item = dispatcher.submit(tuple(args), None, None, False, lambda item: delivered.set())
-        if (item is not None and dispatcher.observer_count()
+        queued = dispatcher.submit(Launch(tuple(args)), False, lambda launch: delivered.set())
+        if (queued and dispatcher.observer_count()
                 and threading.current_thread() is not dispatcher.thread):
             delivered.wait(self._host.tuning.compat_wait)
 

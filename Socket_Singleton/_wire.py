@@ -11,7 +11,7 @@ Two forms share the port (the README's "Protocol" section is the specification):
 import os
 import sys
 
-from ._errors import Reason
+from ._outcome import Reason
 
 VERSION = 2
 

@@ -8,7 +8,7 @@ import socket
 import unittest
 from unittest import mock
 
-from Socket_Singleton import _host, _tuning, _wire
+from Socket_Singleton import _listener, _tuning, _wire
 
 from . import support
 from .support import (
@@ -241,7 +241,7 @@ class TestSelectCap(HostTestCase):
             with selector.changed:
                 # The listener takes as many as it serves, then selects over them.
                 self.assertTrue(selector.changed.wait_for(
-                    lambda: selector.largest > _host._SELECT_LIMIT or not listener.is_alive(),
+                    lambda: selector.largest > _listener._SELECT_LIMIT or not listener.is_alive(),
                     support.WAIT))
             self.assertTrue(listener.is_alive())
             self.assertTrue(app.listening)

@@ -15,7 +15,7 @@ import unittest
 import warnings
 from unittest import mock
 
-from Socket_Singleton import Socket_Singleton, _dispatch, _host, _tuning, _wire
+from Socket_Singleton import Socket_Singleton, _dispatch, _listener, _tuning, _wire
 
 from . import support
 from .support import (
@@ -141,7 +141,7 @@ class TestLifecycle(HostTestCase):
     def test_release_reentered_on_the_releasing_thread_returns(self):
         # As a signal handler that calls release() while release() runs on the same thread.
         app = Socket_Singleton(port=0)
-        real_wait_closed = _host.Listener.wait_closed
+        real_wait_closed = _listener.Listener.wait_closed
         inner_returned = threading.Event()
 
         def wait_closed(listener):  # where the outer release() waits for the listener
@@ -149,7 +149,7 @@ class TestLifecycle(HostTestCase):
             inner_returned.set()
             real_wait_closed(listener)
 
-        with mock.patch.object(_host.Listener, "wait_closed", wait_closed):
+        with mock.patch.object(_listener.Listener, "wait_closed", wait_closed):
             releaser = threading.Thread(target=app.release, name="releaser", daemon=True)
             # Only when it has returned: a deadlocked release would block this one too.
             self.addCleanup(lambda: releaser.is_alive() or app.release())
@@ -276,7 +276,7 @@ class TestTimeoutTimer(HostTestCase):
 
     def test_no_timer_outlives_a_release_before_the_constructor_returned(self):
         port = support.free_port()
-        real_start = _host.Listener.start
+        real_start = _listener.Listener.start
 
         def start(listener):
             real_start(listener)
@@ -284,7 +284,7 @@ class TestTimeoutTimer(HostTestCase):
             support.send_raw(port, b"\0")
             listener.thread.join(support.WAIT)
 
-        with mock.patch.object(_host.Listener, "start", start):
+        with mock.patch.object(_listener.Listener, "start", start):
             app = self.host(port=port, release_threshold=1, timeout=2 * support.WAIT)
         timer = library_thread(port, "timeout")
         if timer is not None:

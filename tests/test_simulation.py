@@ -1,6 +1,6 @@
 """A deterministic simulation of the hand-off, built on the protocol's I/O-free machines.
 
-Launches (``_protocol.Handoff``) and a succession of hosts (``_protocol.HostProtocol`` with one
+Launches (``_handoff.Handoff``) and a succession of hosts (``_connection.HostProtocol`` with one
 ``HostConnection`` per peer) run over a simulated network and clock, with no socket, thread or
 real time. A scheduler picks, at each step, one of the things that may happen next: a launch
 connects, sends, reads (an answer, an end of file, a reset, a timeout once its deadline has
@@ -34,11 +34,12 @@ import pickle
 import random
 import unittest
 
-from Socket_Singleton import _errors, _protocol, _wire
-from Socket_Singleton._errors import Reason
+from Socket_Singleton import _connection, _handoff, _outcome, _wire
+from Socket_Singleton._launch import Launch
+from Socket_Singleton._outcome import Reason
 
 TIMEOUT = 0.006  # a launch's handoff_timeout: room for three attempts (after 2 and 4 ms)
-LIMITS = _protocol.Limits(4 * 1024 * 1024, 64 * 1024 * 1024, 5.0, 0.5, 4096)
+LIMITS = _connection.Limits(4 * 1024 * 1024, 64 * 1024 * 1024, 5.0, 0.5, 4096)
 # The budget: the default keeps the suite short on every interpreter; "full"
 # (SOCKET_SINGLETON_SIMULATION=full, which CI sets for one run) adds three launches explored
 # whole and runs more random schedules. Minutes, not seconds.
@@ -85,9 +86,9 @@ class Conn:
 
 
 class Item:
-    def __init__(self, client, launch_id, final):
+    def __init__(self, client, launch, final):
         self.client = client
-        self.launch_id = launch_id
+        self.launch = launch  # the host's Launch: its fate is shared with the connection
         self.final = final
         self.observed = False
 
@@ -98,7 +99,7 @@ class Host:
         self.secret = secret
         self.threshold = threshold
         self.connection_class = connection_class
-        self.protocol = _protocol.HostProtocol(secret, 100 + index, LIMITS, _nonce)
+        self.protocol = _connection.HostProtocol(secret, 100 + index, LIMITS, _nonce)
         self.listening = True
         self.accepting = True
         self.draining = False
@@ -120,7 +121,7 @@ class Client:
         self.args = (token,)
         self.secret = secret
         self.launch_id = token.encode().ljust(_wire.ID_SIZE, b".")
-        self.machine = _protocol.Handoff(self.args, secret, TIMEOUT, 0.0, self.launch_id,
+        self.machine = _handoff.Handoff(self.args, secret, TIMEOUT, 0.0, self.launch_id,
                                          urandom=_nonce)
         self.action = self.machine.start()
         self.conn = None
@@ -143,7 +144,7 @@ class Client:
 class World:
     """Everything the scheduler can act on. Copied whole to branch."""
 
-    def __init__(self, config, connection_class=_protocol.HostConnection):
+    def __init__(self, config, connection_class=_connection.HostConnection):
         self.config = config
         self.clock = 0.0
         self.ends_left = config.get("ends", 0)
@@ -172,20 +173,19 @@ class World:
     def apply(self, conn, effects):
         host = conn.host
         for effect in effects:
-            kind = effect[0]
-            if kind == _protocol.SEND:
+            if isinstance(effect, _connection.Send):
                 if not conn.broken:
-                    conn.to_client += effect[1]
-            elif kind == _protocol.LAUNCH:
-                self.apply(conn, self.policy(host, conn, effect[1]))
-            elif kind == _protocol.CLOSE:
+                    conn.to_client += effect.data
+            elif isinstance(effect, _connection.Launched):
+                self.apply(conn, self.policy(host, conn, effect.launch))
+            elif isinstance(effect, _connection.Close):
                 if conn.client_closed:
                     conn.host_closed = True
                 else:
                     conn.cut()  # the host resets a peer that has not closed first
 
     def policy(self, host, conn, launch):
-        """The host's policy, as _hosting.Host._on_launch applies it with an observer registered."""
+        """The host's policy, as _host.Host.admit applies it with an observer registered."""
         if host.released or host.crashed:
             raise SimulationFailure("host %d took a launch after its release() returned"
                                     % host.index)
@@ -194,11 +194,11 @@ class World:
                 raise SimulationFailure("hosts %d and %d both take launches"
                                         % (other.index, host.index))
         client = conn.client
-        if launch.launch_id != client.launch_id or launch.args != client.args:
+        if launch._id != client.launch_id or tuple(launch) != client.args:
             raise SimulationFailure("a launch arrived altered")
         host.clients += 1
         final = bool(host.threshold) and host.clients >= host.threshold
-        item = Item(client, launch.launch_id, final)
+        item = Item(client, launch, final)
         host.queue.append(item)
         client.was_queued = True
         conn.item = item
@@ -209,19 +209,28 @@ class World:
         return conn.machine.decide(Reason.QUEUED, "", True)
 
     def release(self, host):
+        # As Host.stop(): the dispatcher takes back the launches no observer saw and whose
+        # client still waits; the listener tells them to retry, then answers the rest.
+        for item in [i for i in host.queue if i.launch._settle(Reason.RETRY) == Reason.RETRY]:
+            host.queue.remove(item)
+            self.settle(host, item, Reason.RETRY)
         host.protocol.release()
         self._close_port(host)
         for conn in self.conns:
-            if conn.host is host and conn.machine.state != _protocol.DONE and not conn.broken:
-                fate = None
-                if conn.machine.waiting:
-                    if conn.item in host.queue:
-                        host.queue.remove(conn.item)  # withdrawn: the launch asks again
-                        fate = Reason.RETRY
-                    else:
-                        fate = Reason.DELIVERED
-                self.apply(conn, conn.machine.abandon(fate))
+            if self._live(conn, host):
+                self.apply(conn, conn.machine.abandon())
         host.released = True  # release() has returned: its dispatcher delivers no more
+
+    def settle(self, host, item, reason):
+        """As Listener.settle(): the waiting connection answers, or the host remembers."""
+        host.protocol.settled(item.launch._id, reason)
+        for conn in self.conns:
+            if conn.item is item and self._live(conn, host):
+                self.apply(conn, conn.machine.settled(reason))
+
+    @staticmethod
+    def _live(conn, host):
+        return conn.host is host and conn.machine.state is not _connection.DONE and not conn.broken
 
     def crash(self, host):
         host.crashed = True
@@ -248,10 +257,7 @@ class World:
             if len(by) > 2 or not self.hosts[by[0]].crashed:
                 raise SimulationFailure("%s delivered %d times (by hosts %s)"
                                         % (item.client.name, len(by), by))
-        host.protocol.delivered(item.launch_id)
-        for conn in self.conns:
-            if conn.item is item and conn.host is host and not conn.broken:
-                self.apply(conn, conn.machine.delivered())
+        self.settle(host, item, Reason.DELIVERED)
         if item.final:
             self.release(host)  # the dispatcher's on_final: Socket_Singleton.release()
 
@@ -263,21 +269,20 @@ class World:
         machine = client.machine
         while True:
             action = client.action
-            kind = action[0]
-            if kind not in (_protocol.EXCHANGE, _protocol.VERIFIED) and client.conn:
+            if not isinstance(action, (_handoff.Exchange, _handoff.Verified)) and client.conn:
                 conn = client.conn
-                if kind == _protocol.FINISH and action[2] and not conn.broken:
-                    self._client_send(client, action[2])
+                if isinstance(action, _handoff.Finish) and action.farewell and not conn.broken:
+                    self._client_send(client, action.farewell)
                 conn.client_closed = True
                 client.conn = None
-            if kind == _protocol.TAKE:
+            if isinstance(action, _handoff.Take):
                 if self.holder() is None:
                     client.became_host = True
                     self._new_host(client.secret)
                     return
                 client.action = machine.held()
                 continue
-            if kind == _protocol.CONNECT:
+            if isinstance(action, _handoff.Connect):
                 host = self.holder()
                 if host is None:
                     client.action = machine.refused(self.clock)
@@ -290,22 +295,22 @@ class World:
                     conn.machine.opened()
                 client.action = machine.connected()
                 continue
-            if kind == _protocol.EXCHANGE:
+            if isinstance(action, _handoff.Exchange):
                 conn = client.conn
                 if conn.broken:
                     client.action = machine.failed(_reset_error(), self.clock)
                     continue
-                self._client_send(client, action[1])
-                client.waiting_read = action[2]
+                self._client_send(client, action.data)
+                client.waiting_read = action.expect
                 return
-            if kind == _protocol.VERIFIED:
+            if isinstance(action, _handoff.Verified):
                 client.action = machine.launch(1000, "/")  # one pid for all: no launch told apart
                 continue
-            if kind == _protocol.SLEEP:
-                client.wake_at = self.clock + action[1]
+            if isinstance(action, _handoff.Sleep):
+                client.wake_at = self.clock + action.seconds
                 return
-            if kind == _protocol.FINISH:
-                self._finished(client, action[1])
+            if isinstance(action, _handoff.Finish):
+                self._finished(client, action.outcome)
                 return
             raise SimulationFailure("unknown action %r" % (action,))
 
@@ -334,7 +339,7 @@ class World:
         elif unit is not None:
             data, used = unit
             conn.to_client = conn.to_client[used:]
-            if expect == _protocol.BANNER:
+            if expect is _handoff.BANNER:
                 client.action = machine.received(data, self.clock)
             else:
                 client.action = machine.frame(data[0], data[1], self.clock)
@@ -346,7 +351,7 @@ class World:
 
     @staticmethod
     def _unit(buf, expect):
-        if expect == _protocol.BANNER:
+        if expect is _handoff.BANNER:
             size = len(_wire.BANNER)
             if len(buf) >= size or not _wire.BANNER.startswith(buf):
                 return buf[:size], size
@@ -364,7 +369,7 @@ class World:
         if outcome.reason == Reason.QUEUED and not client.was_queued:
             raise SimulationFailure("%s was acknowledged queued but no host queued it"
                                     % client.name)
-        if outcome.reason in _errors.SUCCESS and outcome.reason not in (Reason.DELIVERED,
+        if outcome.reason in _outcome.SUCCESS and outcome.reason not in (Reason.DELIVERED,
                                                                          Reason.QUEUED):
             raise SimulationFailure("%s ended %s" % (client.name, outcome.reason))
 
@@ -392,7 +397,7 @@ class World:
             if host.crashed:
                 continue
             for n, conn in enumerate(self.conns):
-                if conn.host is not host or conn.broken or conn.machine.state == _protocol.DONE:
+                if conn.host is not host or conn.broken or conn.machine.state == _connection.DONE:
                     continue
                 if conn.to_host or (conn.client_closed and not conn.eof_read):
                     out.append(("recv", n))
@@ -418,7 +423,7 @@ class World:
         self.conns = [conn for conn in self.conns
                       if conn.client.conn is conn or not (
                           conn.broken or conn.host is None or conn.host.crashed
-                          or conn.machine.state == _protocol.DONE)]
+                          or conn.machine.state == _connection.DONE)]
 
     def _do(self, step):
         kind, n = step
@@ -493,13 +498,14 @@ def _rank(client, world):
     machine = client.machine
     outcome = client.outcome
     return (client.became_host, outcome.reason if outcome else "",
-            outcome.detail if outcome else "", machine._phase, machine._attempts,
-            machine._delay, machine._silent, machine._sent, machine._last,
-            machine._refused_since or -1.0, machine._pid or 0, client.action[0],
-            client.waiting_read or "", client.wake_at or -1.0, client.delivered_by,
-            client.was_queued,
+            outcome.detail if outcome else "", machine._phase.name, machine._attempts,
+            machine._delay, machine._silent, machine._sent,
+            machine._last.name if machine._last else "",
+            machine._refused_since or -1.0, machine._pid or 0, type(client.action).__name__,
+            client.waiting_read.name if client.waiting_read else "", client.wake_at or -1.0,
+            client.delivered_by, client.was_queued,
             [(conn is client.conn, conn.backlog_of.index, conn.host is None,
-              conn.machine.state if conn.machine else "", len(conn.to_host),
+              conn.machine.state.name if conn.machine else "", len(conn.to_host),
               len(conn.to_client), conn.client_closed, conn.eof_read, conn.host_closed,
               conn.broken) for conn in world.conns if conn.client is client],
             [([n for n, item in enumerate(host.queue) if item.client is client],
@@ -585,12 +591,21 @@ def clone(world):
         copy.delivered_by = list(client.delivered_by)
     new.clients = [clients[id(client)] for client in world.clients]
     items = {}
+    launches = {}
+
+    def launch_copy(launch):
+        copy = launches.get(id(launch))
+        if copy is None:
+            copy = launches[id(launch)] = Launch(tuple(launch))
+            copy.__dict__.update(launch.__dict__)
+        return copy
 
     def item_copy(item):
         copy = items.get(id(item))
         if copy is None:
             copy = items[id(item)] = _copy(item)
             copy.client = clients[id(item.client)]
+            copy.launch = launch_copy(item.launch)
         return copy
 
     hosts = {}
@@ -613,6 +628,8 @@ def clone(world):
             copy.machine = _copy(conn.machine)
             copy.machine._host = copy.host.protocol
             copy.machine._buf = bytearray(conn.machine._buf)
+            if conn.machine._launch is not None:
+                copy.machine._launch = launch_copy(conn.machine._launch)
         copy.to_host = list(conn.to_host)
         if conn.item is not None:
             copy.item = item_copy(conn.item)
@@ -629,7 +646,7 @@ def _digest(key):
 
 
 class Explorer:
-    def __init__(self, connection_class=_protocol.HostConnection):
+    def __init__(self, connection_class=_connection.HostConnection):
         self.connection_class = connection_class
         self.schedules = 0
         self.random_schedules = 0
@@ -689,7 +706,7 @@ class Explorer:
         raise SimulationFailure("schedule %d did not end" % seed)
 
 
-def replay(config, schedule, connection_class=_protocol.HostConnection):
+def replay(config, schedule, connection_class=_connection.HostConnection):
     """The world at the end of a schedule from Explorer.exhaustive (a failure's
     ``schedule``), whose steps name launches and connections in the order the search put
     them in: it is done here the same way."""
@@ -727,14 +744,14 @@ RANDOM = [
 ]
 
 
-class Hasty(_protocol.HostConnection):
+class Hasty(_connection.HostConnection):
     """Broken on purpose: answers "delivered" as soon as the launch is queued."""
 
     def decide(self, reason, detail="", wait=False):
         return super().decide(Reason.DELIVERED, "", False)
 
 
-class Forgetful(_protocol.HostConnection):
+class Forgetful(_connection.HostConnection):
     """Broken on purpose: takes a retried launch as a new one."""
 
     def decide(self, reason, detail="", wait=False):
@@ -742,7 +759,7 @@ class Forgetful(_protocol.HostConnection):
         return super().decide(reason, detail, wait)
 
 
-class Impatient(_protocol.HostConnection):
+class Impatient(_connection.HostConnection):
     """Broken on purpose: with two launches waiting for the observers already, answers
     "delivered" at once (only a third launch shows it)."""
 
@@ -758,24 +775,27 @@ class TestHandoffMachine(unittest.TestCase):
         # Found by the simulation: a host that releases resets a peer whose preamble it has
         # not read; the launch then reaches the next host, which is slow to answer. It was
         # called "foreign (it resets every connection)", "not sent", though it was delivered.
-        machine = _protocol.Handoff(("x",), None, 1.0, 0.0, b"i" * _wire.ID_SIZE,
+        machine = _handoff.Handoff(("x",), None, 1.0, 0.0, b"i" * _wire.ID_SIZE,
                                     urandom=_nonce)
-        self.assertEqual(machine.start(), (_protocol.TAKE,))
-        self.assertEqual(machine.held(), (_protocol.CONNECT,))
-        self.assertEqual(machine.connected()[:3], (_protocol.EXCHANGE, _wire.PREAMBLE,
-                                                   _protocol.BANNER))
-        self.assertEqual(machine.failed(_reset_error(), 0.1)[0], _protocol.SLEEP)
-        self.assertEqual(machine.woke(0.2), (_protocol.TAKE,))
+        self.assertIsInstance(machine.start(), _handoff.Take)
+        self.assertIsInstance(machine.held(), _handoff.Connect)
+        action = machine.connected()
+        self.assertEqual((action.data, action.expect), (_wire.PREAMBLE, _handoff.BANNER))
+        self.assertIsInstance(machine.failed(_reset_error(), 0.1), _handoff.Sleep)
+        self.assertIsInstance(machine.woke(0.2), _handoff.Take)
         machine.held()
         machine.connected()
-        self.assertEqual(machine.received(_wire.BANNER, 0.3)[2], _protocol.FRAME)
+        self.assertIs(machine.received(_wire.BANNER, 0.3).expect, _handoff.FRAME)
         welcome = _wire.encode_welcome(7, 1024, _nonce(_wire.NONCE_SIZE), b"")
         kind, payload, _ = _wire.split_frame(welcome, 1 << 16)
-        self.assertEqual(machine.frame(kind, payload, 0.4), (_protocol.VERIFIED, 7))
-        self.assertEqual(machine.launch(1, "/")[0], _protocol.EXCHANGE)
+        action = machine.frame(kind, payload, 0.4)
+        self.assertIsInstance(action, _handoff.Verified)
+        self.assertEqual(action.pid, 7)
+        self.assertIsInstance(machine.launch(1, "/"), _handoff.Exchange)
         action = machine.timed_out(1.0)
-        self.assertEqual(action[0], _protocol.FINISH)
-        self.assertEqual((action[1].reason, action[1].detail, action[1].host_pid),
+        self.assertIsInstance(action, _handoff.Finish)
+        outcome = action.outcome
+        self.assertEqual((outcome.reason, outcome.detail, outcome.host_pid),
                          ("no-answer", "the running instance did not acknowledge the launch "
                           "in time; it may still deliver it", 7))
 

@@ -1,4 +1,5 @@
-"""The outcomes of a launch, and the exception a turned-away launch raises with ``strict=False``."""
+"""How a launch ends: the vocabulary of outcomes (``Reason``), an ``Outcome``, the sentences
+that explain one, and the exception a turned-away launch raises with ``strict=False``."""
 
 
 class Reason:
@@ -26,6 +27,20 @@ class Reason:
     LOCAL_ERROR = "local-error"  # this process could not make or use a socket (out of resources)
     NOT_RUNNING = "not-running"  # nothing listens on the port (only when not taking it: the CLI)
     HOST = "host"  # probe(): a Socket_Singleton host answered
+
+
+class Outcome:
+    """How a hand-off (or a probe) ended: a ``Reason``, a sentence, the host's pid."""
+
+    __slots__ = ("detail", "host_pid", "reason")
+
+    def __init__(self, reason: str, detail: str = "", host_pid: "int | None" = None) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.host_pid = host_pid
+
+    def __repr__(self) -> str:
+        return "Outcome(%r, %r, %r)" % (self.reason, self.detail, self.host_pid)
 
 
 # The launch needs nothing more from the user: a strict launch exits with status 0.

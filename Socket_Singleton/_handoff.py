@@ -1,0 +1,420 @@
+"""A launch's hand-off, as a state machine without I/O (as h11 does it): take the port, or hand
+the arguments to its host, retrying while a host goes away.
+
+Each event (``start()``, ``held()``, ``connected()``, ``received(data)``, ``frame(...)``,
+``closed()``, ``failed(err)``, ``timed_out()``, ``woke()``, ...) returns the next action, a small
+class the driver (``_client``) matches with ``isinstance``: ``Take`` the port; ``Connect``;
+``Exchange`` (send bytes, then read what ``expect`` names); ``Verified`` (the host proved itself:
+call ``launch(pid, cwd)`` with this process's); ``Sleep``; ``Finish`` (send the farewell if any,
+as a courtesy, and end with the outcome). Whenever the action is not ``Exchange`` or
+``Verified``, the driver closes the connection it has open. Time enters as ``now`` values; the
+machine never touches a socket, a thread or a clock.
+"""
+
+import os
+
+from . import _net, _wire
+from ._outcome import Outcome, Reason
+from ._sentinel import Sentinel
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a launch milliseconds: annotations only
+    from typing import Callable, Optional, Tuple, Union
+
+    Action = Union["Take", "Connect", "Exchange", "Verified", "Sleep", "Finish"]
+
+
+# What an Exchange reads back after sending.
+BANNER, FRAME, NOTHING = Sentinel("BANNER"), Sentinel("FRAME"), Sentinel("NOTHING")
+
+
+# -- actions ---------------------------------------------------------------------------------
+
+class Take:
+    """Bind and listen on the port; call ``held()`` if another socket holds it."""
+
+    __slots__ = ()
+
+
+class Connect:
+    """Connect to the port; then ``connected()``, ``failed(err)`` or ``timed_out()``."""
+
+    __slots__ = ()
+
+
+class Exchange:
+    """Send *data*, then read what *expect* names (``BANNER``, ``FRAME`` or ``NOTHING``).
+    *foreground*: a host's pid that may take the foreground first (before the launch)."""
+
+    __slots__ = ("data", "expect", "foreground")
+
+    def __init__(self, data: bytes, expect: Sentinel, foreground: "Optional[int]" = None) -> None:
+        self.data = data
+        self.expect = expect
+        self.foreground = foreground
+
+
+class Verified:
+    """The host on the port proved itself: call ``launch(pid, cwd)`` with this process's."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
+class Sleep:
+    """Wait *seconds*, then call ``woke()``."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+class Finish:
+    """The hand-off is over: send *farewell* if any (a courtesy), then end with *outcome*."""
+
+    __slots__ = ("farewell", "outcome")
+
+    def __init__(self, outcome: Outcome, farewell: bytes = b"") -> None:
+        self.outcome = outcome
+        self.farewell = farewell
+
+
+_TAKE, _CONNECT = Take(), Connect()
+
+# A port that is bound but refuses connections for this long has no host: a host listens within
+# microseconds of binding, and a host that releases frees the port at once.
+PORT_BUSY_AFTER = 0.2
+# Connections in a row that the holder closes cleanly without a banner before it is called a
+# program that does not speak this protocol (most likely 2.0.0, which reads and closes). One such
+# close may be a host that died at that instant; two in a row are not.
+SILENT_CLOSES = 2
+LEGACY_LIMIT = 1024  # a 2.0.0 host reads one chunk of this many bytes and drops the rest
+FIRST_DELAY = 0.002  # seconds between attempts, doubling up to MAX_DELAY
+MAX_DELAY = 0.05
+
+# Why an attempt did not end the hand-off; the machine decides whether to try again.
+_REFUSED = Sentinel("REFUSED")  # nothing accepted the connection: bound, not listening, or gone
+_SILENT = Sentinel("SILENT")  # closed cleanly before the banner: 2.0.0, or a host that just died
+_RESET = Sentinel("RESET")  # reset before the banner: a host that died, or a program that resets
+_GONE = Sentinel("GONE")  # closed after the banner, or answered "retry": a host going away
+_LOST = Sentinel("LOST")  # as _GONE, after our launch left: the host may hold it (it knows the id)
+
+# Phases of one connection.
+_CONNECTING, _GREETING, _HELLOING, _VERIFIED, _LAUNCHING, _PLAIN_CONNECTING, _PLAIN_SENDING = map(
+    Sentinel, ("CONNECTING", "GREETING", "HELLOING", "VERIFIED", "LAUNCHING", "PLAIN_CONNECTING",
+            "PLAIN_SENDING"))
+
+
+class Handoff:
+    """A launch's hand-off; see the module's docstring for its events and actions.
+
+    *probe*: only ask who holds the port (never take it, send nothing of the user's): ends
+    with ``Reason.HOST`` and the host's pid for a verified host.
+    """
+
+    def __init__(self, args: "Tuple[str, ...]", secret: "Optional[str]", timeout: float,
+                 now: float, launch_id: bytes = b"", send: bool = True, take: bool = True,
+                 legacy: bool = False, probe: bool = False,
+                 urandom: "Callable[[int], bytes]" = os.urandom) -> None:
+        self._args = args
+        self._secret = secret
+        self._timeout = timeout
+        self.deadline = now + timeout
+        self._launch_id = launch_id
+        self._send = send
+        self._take = take and not probe
+        self._legacy = legacy
+        self._probe = probe
+        self._urandom = urandom
+        self._delay = FIRST_DELAY
+        self._silent = 0
+        self._attempts = 0
+        self._refused_since: Optional[float] = None
+        self._sent = False  # a launch of ours reached a host that then went away unanswered
+        self._last: Optional[Sentinel] = None  # why the previous attempt did not end it
+        self._phase = _CONNECTING
+        self._client_nonce = b""
+        self._host_nonce = b""
+        self._pid: Optional[int] = None
+        self._limit = 0
+        self._client_proof = b""
+
+    # -- events ----------------------------------------------------------------------------
+
+    def start(self) -> "Action":
+        return self._round()
+
+    def held(self) -> "Action":
+        """TAKE failed: another socket holds the port."""
+        if not self._send:
+            return self._done(Outcome(Reason.NOT_SENT))
+        if self._legacy and self._silent:
+            message = _wire.encode_plain(self._args)
+            if len(message) > LEGACY_LIMIT:
+                return self._done(Outcome(
+                    Reason.LEGACY, "the arguments take %d bytes, more than the %d an instance "
+                    "running 2.0.0 reads; nothing was sent" % (len(message), LEGACY_LIMIT)))
+            self._phase = _PLAIN_CONNECTING
+            return _CONNECT
+        self._phase = _CONNECTING
+        return _CONNECT
+
+    def connected(self) -> "Action":
+        if self._phase == _PLAIN_CONNECTING:
+            self._phase = _PLAIN_SENDING
+            return Exchange(_wire.encode_plain(self._args), NOTHING)
+        self._phase = _GREETING
+        self._client_nonce = self._urandom(_wire.NONCE_SIZE)
+        return Exchange(_wire.PREAMBLE, BANNER)
+
+    def sent(self, now: float) -> "Action":
+        """The plain form went out (an EXCHANGE that reads nothing back)."""
+        return self._done(Outcome(
+            Reason.SENT_LEGACY, "the program on the port does not speak this protocol, so they "
+            "went in the 2.0.0 form, which has none (legacy_handoff=True)"))
+
+    def received(self, data: bytes, now: float) -> "Action":
+        """A banner (or as much of another answer as shows it is not one)."""
+        if data != _wire.BANNER:
+            return self._ended(_foreign(_wire.describe_answer(data)), now)
+        self._phase = _HELLOING
+        return Exchange(_wire.frame(_wire.HELLO, self._client_nonce), FRAME)
+
+    def frame(self, kind: bytes, payload: bytes, now: float) -> "Action":
+        if self._phase == _HELLOING:
+            return self._welcomed(kind, payload, now)
+        if kind != _wire.ACK:
+            return self._ended(Outcome(Reason.REJECTED, "the running instance answered out "
+                                       "of turn", self._pid), now)
+        try:
+            status, detail = _wire.decode_ack(payload)
+        except _wire.ProtocolError as err:
+            return self._ended(Outcome(Reason.REJECTED, str(err), self._pid), now)
+        reason = _wire.REASON[status]
+        if reason == Reason.RETRY:
+            return self._ended(_GONE, now)
+        if reason == Reason.REJECTED and not detail:
+            detail = "refused by the running instance"
+        return self._ended(Outcome(reason, detail, self._pid), now)
+
+    def launch(self, pid: int, cwd: str) -> "Action":
+        """After a VERIFIED host: this process's pid and working directory."""
+        message = _wire.encode_launch(self._client_proof, self._launch_id, pid, cwd, self._args)
+        size = _wire.launch_fields_size(len(message) - _wire.HEADER_SIZE,
+                                        len(self._client_proof))
+        if size > self._limit:
+            why = "the arguments take %d bytes; the running instance accepts at most %d" \
+                % (size, self._limit)
+            return self._done(Outcome(Reason.REJECTED, why, self._pid), self._bye(why))
+        # From here on the host may hold the launch: whatever breaks, asking again (with the
+        # same id) is what tells; the host answers a launch it already took instead of taking
+        # it twice.
+        self._phase = _LAUNCHING
+        return Exchange(message, FRAME, self._pid)
+
+    def refused(self, now: float) -> "Action":
+        """Nothing accepted the connection (refused, reset or aborted while connecting)."""
+        return self._ended(_REFUSED, now)
+
+    def closed(self, now: float) -> "Action":
+        """The peer closed cleanly before answering in full."""
+        if self._phase == _GREETING:
+            return self._ended(_SILENT, now)
+        if self._phase == _LAUNCHING:
+            return self._ended(_LOST, now)
+        return self._ended(_GONE, now)
+
+    def failed(self, err: OSError, now: float) -> "Action":
+        """An I/O call failed (not a timeout)."""
+        phase = self._phase
+        if phase == _LAUNCHING:
+            return self._ended(_LOST, now)
+        if phase == _PLAIN_SENDING:
+            return self._ended(Outcome(Reason.NO_ANSWER, "could not send the arguments: %s"
+                                       % err), now)
+        if phase in (_CONNECTING, _PLAIN_CONNECTING):
+            if isinstance(err, (ConnectionRefusedError, ConnectionResetError,
+                                ConnectionAbortedError)):
+                return self._ended(_REFUSED, now)  # bound but not (or no longer) listening
+            if isinstance(err, InterruptedError):
+                return self._ended(_GONE, now)  # a signal cut the connect short: try again
+            if err.errno in _net.OUT_OF_RESOURCES:
+                return self._ended(_local_error(err), now)
+            return self._ended(Outcome(Reason.NO_ANSWER, "could not connect: %s" % err), now)
+        if err.errno in _net.OUT_OF_RESOURCES:
+            return self._ended(_local_error(err), now)
+        if phase == _GREETING:
+            return self._ended(_RESET, now)  # a host that died with our preamble unread
+        return self._ended(_GONE, now)  # a host going away between its banner and welcome
+
+    def no_socket(self, err: OSError, now: float) -> "Action":
+        """This process could not make a socket."""
+        return self._ended(_local_error(err), now)
+
+    def malformed(self, why: str, now: float) -> "Action":
+        """The answer was not a frame this protocol allows."""
+        if self._phase == _LAUNCHING:
+            return self._ended(Outcome(Reason.REJECTED, "the hand-off failed: %s" % why,
+                                       self._pid), now)
+        return self._ended(_foreign(why), now)
+
+    def timed_out(self, now: float) -> "Action":
+        phase = self._phase
+        if phase == _PLAIN_SENDING:
+            return self._ended(Outcome(Reason.NO_ANSWER, "could not send the arguments: "
+                                       "timed out"), now)
+        if phase in (_CONNECTING, _PLAIN_CONNECTING):
+            outcome = Outcome(Reason.NO_ANSWER, "the program on the port did not accept a "
+                              "connection in time")
+        elif phase == _GREETING:
+            outcome = Outcome(Reason.NO_ANSWER, "the program on the port accepted the "
+                              "connection but did not answer in time (a host that is very "
+                              "busy, or a program that does not speak this protocol)")
+        elif phase == _HELLOING:
+            outcome = Outcome(Reason.NO_ANSWER, "the host did not answer in time")
+        else:
+            outcome = Outcome(Reason.NO_ANSWER, "the running instance did not acknowledge "
+                              "the launch in time; it may still deliver it", self._pid)
+        return self._ended(outcome, now)
+
+    def woke(self, now: float) -> "Action":
+        return self._round()
+
+    # -- inside ----------------------------------------------------------------------------
+
+    def _round(self) -> "Action":
+        self._attempts += 1
+        if self._take:
+            return _TAKE
+        if self._probe:
+            self._phase = _CONNECTING
+            return _CONNECT
+        return self.held()
+
+    def _welcomed(self, kind: bytes, payload: bytes, now: float) -> "Action":
+        if kind == _wire.ACK and payload[:1] == _wire.RETRY:
+            return self._ended(_GONE, now)  # a host that is releasing answers with "retry"
+        if kind != _wire.WELCOME:
+            return self._ended(_foreign("it answered out of turn"), now)
+        try:
+            pid, limit, needs_secret, host_nonce, host_proof = _wire.decode_welcome(payload)
+        except _wire.ProtocolError as err:
+            return self._ended(_foreign(str(err)), now)
+        secret = self._secret
+        problem = ""
+        if needs_secret and secret is None:
+            problem = "the running instance requires a secret"
+        elif secret is not None and not needs_secret:
+            problem = "the running instance does not use a secret"
+        elif secret is not None and not _wire.same(
+                host_proof, _wire.proof(secret, b"host", self._client_nonce, host_nonce)):
+            problem = "the running instance does not know the same secret"
+        if problem:
+            return self._done(Outcome(Reason.SECRET_MISMATCH, problem, pid), self._bye(problem))
+        if self._probe:
+            return self._done(Outcome(Reason.HOST, "a Socket_Singleton host answered", pid))
+        self._pid = pid
+        self._limit = limit
+        self._host_nonce = host_nonce
+        if secret is not None:
+            self._client_proof = _wire.proof(secret, b"client", host_nonce, self._client_nonce)
+        self._phase = _VERIFIED
+        return Verified(pid)
+
+    def _bye(self, why: str) -> bytes:
+        """Tell the host why we give up, so that a host with ``verbose=True`` can log it."""
+        return _wire.frame(_wire.BYE, why.encode("utf-8"))
+
+    def _done(self, outcome: Outcome, farewell: bytes = b"") -> "Action":
+        return Finish(outcome, farewell)
+
+    def _ended(self, result: "Union[Outcome, Sentinel]", now: float) -> "Action":
+        """One connection's try ended with *result*: finish, or try again."""
+        if self._probe:
+            return self._probe_ended(result)
+        if isinstance(result, Outcome):
+            if self._sent and result.reason in (Reason.NO_ANSWER, Reason.LOCAL_ERROR):
+                return self._done(_unconfirmed(result.detail))
+            if (self._last == _RESET and result.reason == Reason.NO_ANSWER
+                    and self._phase in (_CONNECTING, _GREETING)):
+                # the deadline cut its resets short (a program that answered a banner, or
+                # took our launch, is a host that was slow, not one that resets)
+                return self._done(_foreign_resetter())
+            return self._done(result)
+        self._last = result
+        if result == _REFUSED:
+            if not self._take:
+                return self._done(_not_running())
+            if self._refused_since is None:
+                self._refused_since = now
+            elif now - self._refused_since >= PORT_BUSY_AFTER:
+                return self._done(_port_busy())
+        else:
+            self._refused_since = None
+        self._silent = self._silent + 1 if result == _SILENT else 0
+        if self._silent >= SILENT_CLOSES:
+            return self._done(_legacy_holder(hint=self._take))
+        self._sent = self._sent or result == _LOST
+        if now >= self.deadline:
+            if self._sent:
+                return self._done(_unconfirmed("no host answered within %g s" % self._timeout))
+            if result == _RESET:
+                return self._done(_foreign_resetter())
+            return self._done(Outcome(Reason.NO_ANSWER, "the port stayed busy but no host took "
+                                      "the launch within %g s" % self._timeout))
+        pause = min(self._delay, self.deadline - now)
+        self._delay = min(self._delay * 2, MAX_DELAY)
+        return Sleep(pause)
+
+    def _probe_ended(self, result: "Union[Outcome, Sentinel]") -> "Action":
+        if isinstance(result, Outcome):
+            return self._done(result)
+        if self._phase == _CONNECTING:  # refused, or cut short
+            return self._done(_not_running())
+        if result == _SILENT:  # as claim(): one clean close may be a host that just died
+            if self._attempts < SILENT_CLOSES:
+                return self._round()
+            return self._done(_legacy_holder(hint=False))
+        if result == _RESET:
+            return self._done(_foreign_resetter())
+        return self._done(Outcome(Reason.NOT_RUNNING, "the host on the port is releasing it"))
+
+
+def _local_error(err: OSError) -> Outcome:
+    return Outcome(Reason.LOCAL_ERROR, "this process could not use a socket: %s" % err)
+
+
+def _foreign(why: str) -> Outcome:
+    return Outcome(Reason.FOREIGN, "the program on the port is not a Socket_Singleton host "
+                   "(%s)" % why)
+
+
+def _foreign_resetter() -> Outcome:
+    return _foreign("it resets every connection without answering")
+
+
+def _legacy_holder(hint: bool) -> Outcome:
+    """*hint*: name the constructor's ``legacy_handoff`` (the command line has no such option)."""
+    return Outcome(Reason.LEGACY, "the program on the port closes connections without "
+                   "answering: most likely an instance running socket-singleton 2.0.0 or older, "
+                   "which cannot acknowledge a launch; quit it and launch again"
+                   + (", or pass legacy_handoff=True to hand it the arguments all the same"
+                      if hint else ""))
+
+
+def _unconfirmed(why: str) -> Outcome:
+    return Outcome(Reason.NO_ANSWER, "the launch reached a host but its answer was lost, and "
+                   "asking again failed (%s); it may have been delivered" % why)
+
+
+def _not_running() -> Outcome:
+    return Outcome(Reason.NOT_RUNNING, "nothing listens on the port")
+
+
+def _port_busy() -> Outcome:
+    return Outcome(Reason.PORT_BUSY, "nothing listens on the port, yet it is in use (by "
+                   "another program's connection, or held by the system after one closed); "
+                   "choose a port outside the system's ephemeral range")
