@@ -6,6 +6,7 @@ children (fork, spawn) that never hold the port; a restart right after SIGKILL."
 import errno
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import unittest
 import warnings
 from unittest import mock
 
-from Socket_Singleton import Socket_Singleton, _dispatch, _listener, _tuning, _wire
+from Socket_Singleton import Socket_Singleton, _net, _tuning, _wire
 
 from . import support
 from .support import (
@@ -138,27 +139,66 @@ class TestLifecycle(HostTestCase):
             assert_port_free(self, app.port)
         self.assertFalse(app.listening)
 
-    def test_release_reentered_on_the_releasing_thread_returns(self):
-        # As a signal handler that calls release() while release() runs on the same thread.
-        app = Socket_Singleton(port=0)
-        real_wait_closed = _listener.Listener.wait_closed
+    @unittest.skipUnless(hasattr(signal, "pthread_kill"), "needs signal.pthread_kill")
+    def test_release_reentered_by_a_signal_handler_while_it_waits(self):
+        # A signal handler that calls release() while release() waits on the same thread for
+        # the listener (which gives an unanswered peer its shutdown grace).
+        app = self.host()
         inner_returned = threading.Event()
 
-        def wait_closed(listener):  # where the outer release() waits for the listener
+        def handler(signum, frame):
             app.release()
             inner_returned.set()
-            real_wait_closed(listener)
 
-        with mock.patch.object(_listener.Listener, "wait_closed", wait_closed):
-            releaser = threading.Thread(target=app.release, name="releaser", daemon=True)
-            # Only when it has returned: a deadlocked release would block this one too.
-            self.addCleanup(lambda: releaser.is_alive() or app.release())
-            releaser.start()
-            releaser.join(support.WAIT)
-        self.assertFalse(releaser.is_alive(), "release() re-entered on its thread deadlocked")
+        previous = signal.signal(signal.SIGUSR1, handler)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        with connect(app.port) as peer:
+            peer.sendall(_wire.PREAMBLE)  # then silent: release() waits out its grace
+            support.read_banner(peer)
+            self.signal_main_once_answered(peer, signal.SIGUSR1)
+            app.release()
         self.assertTrue(inner_returned.is_set())
         self.assertFalse(app.listening)
         assert_port_free(self, app.port)
+
+    @unittest.skipUnless(hasattr(signal, "pthread_kill"), "needs signal.pthread_kill")
+    def test_ctrl_c_inside_release_then_release_again_frees_the_port(self):
+        # Issue 15: an observer busy delivering, a second launch queued, a peer that sent the
+        # preamble and sits there. KeyboardInterrupt arrives while release() waits; the
+        # program calls release() again, which must return with the port free.
+        app = self.host()
+        observer, entered, unblock = support.blocking_observer(self)
+        app.trace(observer)
+        support.send_raw(app.port, b"first\0")
+        self.assertTrue(entered.wait(support.WAIT))
+        self.assertEqual(hand_off(app.port, ["second"]).reason, "queued")
+        with connect(app.port) as peer:
+            peer.sendall(_wire.PREAMBLE)
+            support.read_banner(peer)
+            self.signal_main_once_answered(peer, signal.SIGINT)
+            try:
+                app.release()
+            except KeyboardInterrupt:
+                app.release()
+            else:
+                self.fail("the SIGINT did not arrive inside release()")
+            assert_port_free(self, app.port)
+        self.assertEqual(app.arguments, (("second",),))
+
+    def signal_main_once_answered(self, peer, signum):
+        """Send *signum* to this (the main) thread once release() has told *peer* (which
+        stays silent after the banner) to try again: it then waits for the listener, which
+        gives the peer its grace to close."""
+        main = threading.get_ident()
+
+        def fire():
+            kind, payload = support.read_frame(peer)
+            assert (kind, payload[:1]) == (_wire.ACK, _wire.RETRY), (kind, payload)
+            signal.pthread_kill(main, signum)
+
+        thread = threading.Thread(target=fire, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, support.WAIT)
 
 
 class TestContextManager(HostTestCase):
@@ -276,16 +316,26 @@ class TestTimeoutTimer(HostTestCase):
 
     def test_no_timer_outlives_a_release_before_the_constructor_returned(self):
         port = support.free_port()
-        real_start = _listener.Listener.start
+        test = self
 
-        def start(listener):
-            real_start(listener)
-            # An empty launch reaches release_threshold=1 before the constructor goes on.
-            support.send_raw(port, b"\0")
-            listener.thread.join(support.WAIT)
+        class Hook:  # _net.hook: starts each library thread
+            def socket(self, sock):
+                return sock
 
-        with mock.patch.object(_listener.Listener, "start", start):
+            def start(self, thread):
+                thread.start()
+                if thread.name.endswith("-listener"):
+                    # An empty launch reaches release_threshold=1 before the constructor
+                    # goes on.
+                    support.send_raw(port, b"\0")
+                    thread.join(support.WAIT)
+                    test.assertFalse(thread.is_alive())
+
+        _net.hook = Hook()
+        try:
             app = self.host(port=port, release_threshold=1, timeout=2 * support.WAIT)
+        finally:
+            _net.hook = None
         timer = library_thread(port, "timeout")
         if timer is not None:
             self.addCleanup(timer.cancel)  # only if this test fails
@@ -326,27 +376,11 @@ class TestReleaseThreshold(HostTestCase):
         unblock.set()
 
     def test_observers_quicker_than_the_answer_hold_nothing_up(self):
-        # The launch that reaches the threshold is delivered before the host looks at it
-        # again. The host must still answer it and drain, leaving the release to the
-        # dispatcher; releasing on the listener's thread as well made the two threads wait for
-        # each other until stop_wait ran out (review of 1eccf25).
-        real_submit = _dispatch.Dispatcher.submit
-
-        def submit_then_deliver(dispatcher, args, cwd, pid, final, on_done):
-            delivered = threading.Event()
-
-            def done(item):
-                delivered.set()
-                if on_done is not None:
-                    on_done(item)
-
-            item = real_submit(dispatcher, args, cwd, pid, final, done)
-            if item is not None:
-                delivered.wait(support.WAIT)
-            return item
-
-        with _tuning.override(stop_wait=10 * support.WAIT), \
-                mock.patch.object(_dispatch.Dispatcher, "submit", submit_then_deliver):
+        # The launch that reaches the threshold may be delivered before the host answers it.
+        # The host must still answer it and drain, leaving the release to the dispatcher;
+        # releasing on the listener's thread as well made the two threads wait for each
+        # other until stop_wait ran out (review of 1eccf25).
+        with _tuning.override(stop_wait=10 * support.WAIT):
             app = self.host(release_threshold=1)
             collector = support.Collector()
             app.trace(collector)
