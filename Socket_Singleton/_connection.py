@@ -82,12 +82,18 @@ _RELEASED = "the host released the port"
 
 class Limits:
     """The host's bounds: message size, bytes buffered by all peers, seconds a peer has for
-    its message, seconds an answer waits for the observers, launch ids remembered."""
+    its message, seconds an answer waits for the observers, launch ids remembered; and how
+    arguments are decoded: at most *max_args*, undecodable bytes handled by *errors* (the OS's
+    file-name error handler when ``None``)."""
 
-    __slots__ = ("buffered", "delivery_wait", "message", "peer_deadline", "recent")
+    __slots__ = ("buffered", "delivery_wait", "errors", "max_args", "message", "peer_deadline",
+                 "recent")
 
     def __init__(self, message: int, buffered: int, peer_deadline: float,
-                 delivery_wait: float, recent: int) -> None:
+                 delivery_wait: float, recent: int, max_args: int = _wire.MAX_ARGS,
+                 errors: Optional[str] = None) -> None:
+        self.max_args = max_args
+        self.errors = errors
         self.message = message
         self.buffered = buffered
         self.peer_deadline = peer_deadline
@@ -321,7 +327,8 @@ class HostConnection:
         if kind != _wire.LAUNCH:
             raise _wire.ProtocolError("expected a launch")
         proof_size = _wire.PROOF_SIZE if host.secret is not None else 0
-        client_proof, launch_id, pid, cwd, args = _wire.decode_launch(payload, proof_size)
+        client_proof, launch_id, pid, cwd, args = _wire.decode_launch(
+            payload, proof_size, host.limits.max_args, host.limits.errors)
         if host.secret is not None:
             expected = _wire.proof(host.secret, b"client", self._host_nonce,
                                    self._client_nonce)
@@ -339,7 +346,9 @@ class HostConnection:
             self._drop(out, "an HTTP request (a web page can send one to localhost); ignored")
             return
         try:
-            given, args = _wire.decode_plain(data, secret is not None)
+            given, args = _wire.decode_plain(data, secret is not None,
+                                              self._host.limits.max_args,
+                                              self._host.limits.errors)
         except _wire.ProtocolError as err:
             self._drop(out, "message refused (%s)", err)
             return

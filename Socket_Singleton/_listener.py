@@ -66,7 +66,8 @@ class Listener:
         self._tuning = tuning
         self._protocol = _connection.HostProtocol(secret, os.getpid(), _connection.Limits(
             tuning.max_message_size, tuning.max_buffered, tuning.peer_deadline,
-            tuning.delivery_wait, tuning.recent_launches))
+            tuning.delivery_wait, tuning.recent_launches, tuning.max_args,
+            tuning.decode_errors))
         self._admit = admit
         self._conns: Set[_Connection] = set()
         self._awaiting: Dict[bytes, _Connection] = {}  # launch id -> connection whose answer waits

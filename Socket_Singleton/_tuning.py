@@ -11,6 +11,10 @@ The README's "Limits" table documents the defaults.
 
 from __future__ import annotations
 
+from typing import Optional
+
+from . import _wire
+
 
 class Tuning:
     """The values one host runs with. Read-only: ``replace()`` makes a changed copy."""
@@ -18,7 +22,9 @@ class Tuning:
     __slots__ = (
         "accept_backoff",  # seconds accepting pauses when out of file descriptors
         "compat_wait",  # seconds _append_args() waits for the observers (2.0.0 called inline)
+        "decode_errors",  # how undecodable argument bytes are handled (None: as the OS does)
         "delivery_wait",  # seconds an answer waits for the observers before saying "queued"
+        "max_args",  # arguments in one launch (no real command line has more)
         "max_buffered",  # bytes of unfinished messages held at once, all peers together
         "max_connections",  # peers served at once; the rest wait in the listen backlog
         "max_message_size",  # bytes of one launch; larger ones are refused whole, never cut
@@ -31,19 +37,19 @@ class Tuning:
         "trace_grace",  # seconds a new host waits for its first trace() before it answers
     )
 
-    def __init__(self, **values: float) -> None:
+    def __init__(self, **values: object) -> None:
         missing = set(self.__slots__) - set(values)
         if missing:
             raise TypeError("missing: %s" % ", ".join(sorted(missing)))
         self._set(values)
 
-    def _set(self, values: dict[str, float]) -> None:
+    def _set(self, values: dict[str, object]) -> None:
         for name, value in values.items():
             if name not in self.__slots__:
                 raise TypeError("no such setting: %r" % name)
             object.__setattr__(self, name, value)
 
-    def replace(self, **changes: float) -> Tuning:
+    def replace(self, **changes: object) -> Tuning:
         copy = Tuning(**{name: getattr(self, name) for name in self.__slots__})
         copy._set(changes)
         return copy
@@ -58,6 +64,8 @@ class Tuning:
     # For the type checker: the slots, as attributes.
     accept_backoff: float
     compat_wait: float
+    decode_errors: Optional[str]
+    max_args: int
     delivery_wait: float
     max_buffered: int
     max_connections: int
@@ -79,6 +87,8 @@ DEFAULTS = Tuning(
     accept_backoff=0.1,
     stop_wait=0.5,
     compat_wait=30.0,
+    decode_errors=None,
+    max_args=_wire.MAX_ARGS,
     max_message_size=4 * 1024 * 1024,
     max_buffered=64 * 1024 * 1024,
     max_connections=512,
@@ -94,7 +104,7 @@ class override:
     """The testing hook: ``with override(name=value, ...):`` hosts made inside run with those
     values (an unknown name raises ``TypeError``). Also usable as ``start()`` / ``stop()``."""
 
-    def __init__(self, **changes: float) -> None:
+    def __init__(self, **changes: object) -> None:
         self._changes = changes
         self._saved: list[Tuning] = []
 

@@ -146,9 +146,10 @@ def launch_frame_limit(limit: int) -> int:
     return limit + PROOF_SIZE + _LAUNCH_HEAD
 
 
-def decode_launch(payload: bytes,
-                  proof_size: int) -> "tuple[bytes, bytes, int, str, tuple[str, ...]]":
-    """Return ``(client_proof, launch_id, pid, cwd, args)``."""
+def decode_launch(payload: bytes, proof_size: int, max_args: int = MAX_ARGS,
+                  errors: "str | None" = None) -> "tuple[bytes, bytes, int, str, tuple[str, ...]]":
+    """Return ``(client_proof, launch_id, pid, cwd, args)``; *max_args* and *errors* as for
+    ``decode_plain``."""
     head = proof_size + _LAUNCH_HEAD
     if len(payload) < head:
         raise ProtocolError("launch too short")
@@ -159,7 +160,7 @@ def decode_launch(payload: bytes,
     body = payload[head:]
     if not body.endswith(b"\0"):
         raise ProtocolError("launch fields are not NUL-terminated")
-    cwd, *args = _decode_fields(body[:-1])
+    cwd, *args = _decode_fields(body[:-1], max_args, errors)
     if len(args) != argc:
         raise ProtocolError("launch announces %d arguments but carries %d" % (argc, len(args)))
     return payload[:proof_size], launch_id, pid, cwd, tuple(args)
@@ -182,8 +183,10 @@ def encode_plain(args: "tuple[str, ...]", secret: "str | None" = None) -> bytes:
     return b"".join(os.fsencode(field) + b"\0" for field in fields) or b"\0"
 
 
-def decode_plain(data: bytes, has_secret: bool) -> "tuple[str | None, tuple[str, ...]]":
-    """Split a plain message into ``(secret, args)``.
+def decode_plain(data: bytes, has_secret: bool, max_args: int = MAX_ARGS,
+                 errors: "str | None" = None) -> "tuple[str | None, tuple[str, ...]]":
+    """Split a plain message into ``(secret, args)``: at most *max_args* fields, decoded as the
+    OS decodes file names (*errors*: its error handler unless given).
 
     Each field ends with a NUL, the last one too: every 2.0.0 client ends its message so, and a
     message without it was cut short (a sender killed mid-send, a port scanner, noise), so it
@@ -193,7 +196,7 @@ def decode_plain(data: bytes, has_secret: bool) -> "tuple[str | None, tuple[str,
     if not data.endswith(b"\0"):
         raise ProtocolError("it does not end with a NUL, so it was cut short")
     body = data[:-1]
-    fields = _decode_fields(body) if body else []
+    fields = _decode_fields(body, max_args, errors) if body else []
     if not has_secret:
         return None, tuple(fields)
     if not fields:
@@ -201,19 +204,19 @@ def decode_plain(data: bytes, has_secret: bool) -> "tuple[str | None, tuple[str,
     return fields[0], tuple(fields[1:])
 
 
-def _decode_fields(body: bytes) -> "list[str]":
+def _decode_fields(body: bytes, max_fields: int, errors: "str | None") -> "list[str]":
     """Split NUL-separated fields and decode them as the OS decodes file names, in one pass
     (NUL is one byte in every encoding Python uses for file names)."""
-    if body.count(b"\0") >= MAX_ARGS:
-        raise ProtocolError("more than %d arguments" % MAX_ARGS)
+    if body.count(b"\0") >= max_fields:
+        raise ProtocolError("more than %d arguments" % max_fields)
     try:
-        return body.decode(_FS_ENCODING, _FS_ERRORS).split("\0")
+        return body.decode(_FS_ENCODING, errors or FS_ERRORS).split("\0")
     except UnicodeError as err:  # Windows decodes strictly: bytes no command line can hold
         raise ProtocolError("undecodable argument: %s" % err) from None
 
 
 _FS_ENCODING = sys.getfilesystemencoding()
-_FS_ERRORS = sys.getfilesystemencodeerrors()
+FS_ERRORS = sys.getfilesystemencodeerrors()  # strict on Windows (PEP 529)
 
 
 def describe_answer(data: bytes) -> str:

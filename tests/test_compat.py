@@ -301,17 +301,15 @@ class TestExactlyOnce(support.ThreadLeakCheck):
     def test_a_lost_acknowledgement_is_retried_and_delivered_once(self):
         collector = support.Collector()
         host = in_process_host(self, collector)
-        real_read = _client._read_frame
         lost = []
 
-        def lose_the_first_ack(sock, deadline):
-            kind, payload = real_read(sock, deadline)
-            if kind == _wire.ACK and not lost:
-                lost.append(payload)
-                raise ConnectionResetError(errno.ECONNRESET, "lost on the way")
-            return kind, payload
+        def lose_the_first_ack(data):
+            if data[:1] == _wire.ACK and not lost:
+                lost.append(data[_wire.HEADER_SIZE:])
+                return True
+            return False
 
-        with mock.patch.object(_client, "_read_frame", lose_the_first_ack):
+        with losing_answers(lose_the_first_ack):
             err = hand_off(host.port, [ARG])
         self.assertEqual(lost, [_wire.DELIVERED])
         self.assertEqual(err.reason, "delivered")
@@ -345,20 +343,31 @@ class TestRealCauses(unittest.TestCase):
 
     def test_a_launch_whose_fate_is_unknown_does_not_say_not_delivered(self):
         host = in_process_host(self, support.Collector())
-        real_read = _client._read_frame
-        welcomed = set()
-
-        def every_ack_lost(sock, deadline):
-            if sock in welcomed:
-                raise ConnectionResetError(errno.ECONNRESET, "lost")
-            welcomed.add(sock)
-            return real_read(sock, deadline)
-
-        with mock.patch.object(_client, "_read_frame", every_ack_lost):
+        with losing_answers(lambda data: data[:1] == _wire.ACK):
             err = hand_off(host.port, [ARG], handoff_timeout=0.5)
         self.assertEqual(err.reason, "no-answer")
         self.assertIn("it may have been delivered", err.detail)
         self.assertNotIn("not delivered", str(err))
+
+
+def losing_answers(lose):
+    """Fault injection on the launch's sockets (those made while this is in effect, not the
+    ones a host accepts): a read whose data *lose(data)* picks is reset instead."""
+    real_socket = socket.socket
+
+    class LossySocket(real_socket):
+        def recv(self, size, *flags):
+            data = super().recv(size, *flags)
+            if data and lose(data):
+                raise ConnectionResetError(errno.ECONNRESET, "lost on the way")
+            return data
+
+    def make(family=-1, type=-1, proto=-1, fileno=None):
+        if fileno is not None:  # accept() wraps the host's new connections: left alone
+            return real_socket(family, type, proto, fileno)
+        return LossySocket(family, type, proto)
+
+    return mock.patch.object(socket, "socket", make)
 
 
 class TestCutPlainMessages(support.ThreadLeakCheck):

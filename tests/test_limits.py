@@ -94,7 +94,7 @@ class TestArgumentCount(HostTestCase):
 
     def test_a_plain_message_with_too_many_arguments_is_refused(self):
         watcher = LogWatcher(self)
-        with mock.patch.object(_wire, "MAX_ARGS", 8):
+        with _tuning.override(max_args=8):
             app = self.host()
             collector = self.collector(app)
             peer = support.send_raw(app.port, b"x\0" + b"\0" * 20)
@@ -104,7 +104,7 @@ class TestArgumentCount(HostTestCase):
         self.assertEqual(app.clients, 1)
 
     def test_a_framed_launch_with_too_many_arguments_is_rejected(self):
-        with mock.patch.object(_wire, "MAX_ARGS", 8):
+        with _tuning.override(max_args=8):
             app = self.host()
             collector = self.collector(app)
             error = hand_off(app.port, ["many"] * 10)

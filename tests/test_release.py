@@ -167,7 +167,7 @@ class TestLifecycle(HostTestCase):
         # preamble and sits there. KeyboardInterrupt arrives while release() waits; the
         # program calls release() again, which must return with the port free.
         app = self.host()
-        observer, entered, unblock = support.blocking_observer(self)
+        observer, entered, _ = support.blocking_observer(self)
         app.trace(observer)
         support.send_raw(app.port, b"first\0")
         self.assertTrue(entered.wait(support.WAIT))
