@@ -787,7 +787,7 @@ class TestParserFuzz(support.ThreadLeakCheck):
                 self.assertEqual(_wire.decode_plain(_wire.encode_plain(args), False), (None, args))
             secret = "s" + _random_text(rng)
             self.assertEqual(_wire.decode_plain(_wire.encode_plain(args, secret), True),
-                             (secret, args))
+                             (_wire.secret_bytes(secret), args))
         with self.assertRaises(ValueError):
             _wire.encode_launch(b"", b"i" * _wire.ID_SIZE, 1, "/", ("a\0b",))
 
