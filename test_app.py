@@ -14,6 +14,7 @@ go to ``Socket_Singleton(...)`` and whose other keys shape the app:
   library's testing hook, ``Socket_Singleton._tuning.override`` (tests shrink them instead of
   waiting);
 * ``"nofile"``: the process's limit on open file descriptors (POSIX), set before start-up;
+* ``"secret_env"``: the ``secret`` is this environment variable, as ``os.environ`` decodes it;
 
 Everything it reports is one JSON object per line on stdout:
 
@@ -51,8 +52,11 @@ def main():
         resource.setrlimit(resource.RLIMIT_NOFILE, (config["nofile"], config["nofile"]))
     if config.get("tuning"):
         _tuning.override(**config["tuning"]).start()  # for the life of this process
+    kwargs = config.get("kwargs", {})
+    if config.get("secret_env"):
+        kwargs["secret"] = os.environ[config["secret_env"]]
     try:
-        app = Socket_Singleton(**config.get("kwargs", {}))
+        app = Socket_Singleton(**kwargs)
     except MultipleSingletonsError as err:
         report(event="turned-away", reason=err.reason, delivered=err.delivered,
                host_pid=err.host_pid, message=str(err))

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from . import __version__, _client, _net
+from . import __version__, _client, _net, _wire
 from ._outcome import Reason
 
 TYPE_CHECKING = False
@@ -97,6 +97,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         secret = os.environ.get(options.secret_env)
         if secret is None:
             _fail("environment variable %s is not set" % options.secret_env)
+        try:
+            _wire.secret_bytes(secret)
+        except UnicodeEncodeError:
+            _fail("environment variable %s holds a lone surrogate, which cannot be a secret"
+                  % options.secret_env)
     if not 0 < options.timeout < 24 * 3600:  # also refuses nan
         _fail("--timeout must be a number of seconds greater than 0")
     where = _net.where(options.address, options.port)

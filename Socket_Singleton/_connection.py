@@ -353,7 +353,7 @@ class HostConnection:
             self._drop(out, "message refused (%s)", err)
             return
         if secret is not None and (
-            given is None or not _wire.same(_wire.secret_bytes(given), _wire.secret_bytes(secret))
+            given is None or not _wire.same(given, _wire.secret_bytes(secret))
         ):
             self._drop(out, "client verification failed; message ignored")
             return

@@ -133,6 +133,7 @@ class Handoff:
         self._silent = 0
         self._attempts = 0
         self._refused_since: Optional[float] = None
+        self._checked = False  # the arguments were found sendable
         self._sent = False  # a launch of ours reached a host that then went away unanswered
         self._last: Optional[Sentinel] = None  # why the previous attempt did not end it
         self._phase = _CONNECTING
@@ -151,6 +152,11 @@ class Handoff:
         """TAKE failed: another socket holds the port."""
         if not self._send:
             return self._done(Outcome(Reason.NOT_SENT))
+        if not self._checked:  # before any connection: nothing of a launch that fails leaves
+            self._checked = True
+            why = _wire.unsendable(self._args)
+            if why is not None:
+                return self._done(Outcome(Reason.UNSENDABLE, why))
         if self._legacy and self._silent:
             message = _wire.encode_plain(self._args)
             if len(message) > LEGACY_LIMIT:

@@ -6,7 +6,7 @@ class Reason:
     """Every outcome of a launch, by name: the one vocabulary of the host's answers, the
     client's outcomes and ``MultipleSingletonsError.reason``.
 
-    Plain ``str`` values, not an ``enum.Enum``: a 15-member ``Enum`` costs a launch about half a
+    Plain ``str`` values, not an ``enum.Enum``: a 16-member ``Enum`` costs a launch about half a
     millisecond to create, and on Python 3.11+ ``"%s" % member`` prints ``Reason.DELIVERED``
     instead of ``delivered``, which would change messages. The wire status of each is in
     ``_wire.STATUS`` (one place).
@@ -25,6 +25,7 @@ class Reason:
     NO_ANSWER = "no-answer"  # a host did not answer within handoff_timeout
     SECRET_MISMATCH = "secret-mismatch"  # client and host do not share the secret
     LOCAL_ERROR = "local-error"  # this process could not make or use a socket (out of resources)
+    UNSENDABLE = "unsendable"  # an argument that cannot be sent (a NUL, a lone surrogate)
     NOT_RUNNING = "not-running"  # nothing listens on the port (only when not taking it: the CLI)
     HOST = "host"  # probe(): a Socket_Singleton host answered
 
@@ -60,6 +61,7 @@ _EXPLANATIONS = {
     Reason.REJECTED: "The arguments were not delivered: {detail}.",
     Reason.LOCAL_ERROR: "The arguments were not sent: {detail}.",
     Reason.NOT_RUNNING: "The arguments were not sent: {detail}.",
+    Reason.UNSENDABLE: "The arguments were not sent: {detail}.",
 }
 
 # Who holds the port, as the exit line of a strict launch says it.
@@ -68,6 +70,7 @@ _HOLDERS = {
     Reason.LEGACY: "a program that does not speak this protocol holds {where}",
     Reason.PORT_BUSY: "{where} is in use but nothing listens on it",
     Reason.LOCAL_ERROR: "could not reach the instance on {where}",
+    Reason.UNSENDABLE: "{where} is in use",  # nothing was asked who holds it
 }
 
 

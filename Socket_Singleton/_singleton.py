@@ -92,9 +92,11 @@ class Socket_Singleton:
                 raise TypeError("secret must be a str or None, not %s" % type(secret).__name__)
             try:
                 _wire.secret_bytes(secret)
-            except UnicodeError:
-                raise ValueError("secret must be encodable as UTF-8 (or as an OS string)") \
-                    from None
+            except UnicodeEncodeError as err:
+                raise ValueError("secret must be encodable as UTF-8: U+%04X at index %d is a "
+                                 "lone surrogate (only surrogate escapes of bytes, "
+                                 "U+DC80-U+DCFF, are allowed)"
+                                 % (ord(secret[err.start]), err.start)) from None
         self.address = address
         self.port = _check_int("port", port, 0, 65535)
         self.timeout = _check_seconds("timeout", timeout, allow_zero=True)

@@ -85,9 +85,10 @@ def split_frame(buf: "bytes | bytearray", limit: int) -> "tuple[bytes, bytes, in
 
 
 def secret_bytes(secret: str) -> bytes:
-    """The secret as bytes: UTF-8, or the original bytes of a secret read from the OS
-    (an environment variable, a file name) that is not valid UTF-8."""
-    return os.fsencode(secret)
+    """The secret as bytes: UTF-8 in every locale; a surrogate escape (U+DC80-U+DCFF, how
+    Python keeps a byte it could not decode, as in ``os.environ``) stands for its byte. Raises
+    UnicodeEncodeError for any other lone surrogate."""
+    return secret.encode("utf-8", "surrogateescape")
 
 
 def proof(secret: str, label: bytes, first: bytes, second: bytes) -> bytes:
@@ -122,6 +123,20 @@ def decode_welcome(payload: bytes) -> "tuple[int, int, bool, bytes, bytes]":
     if len(payload) != head + (PROOF_SIZE if needs_secret else 0):
         raise ProtocolError("welcome has the wrong length")
     return pid, limit, needs_secret, payload[_WELCOME_HEAD:head], payload[head:]
+
+
+def unsendable(args: "tuple[str, ...]") -> "str | None":
+    """Why one of *args* cannot be sent in either form, or None when all can: a field cannot
+    hold a NUL, and an argument must be encodable as the OS encodes file names."""
+    for number, arg in enumerate(args, 1):
+        if "\0" in arg:
+            return "argument %d contains a NUL character, which no command line can hold" % number
+        try:
+            os.fsencode(arg)
+        except UnicodeEncodeError as err:
+            return ("argument %d cannot be encoded as this system encodes command lines "
+                    "(U+%04X: %s)" % (number, ord(arg[err.start]), err.reason))
+    return None
 
 
 def encode_launch(client_proof: bytes, launch_id: bytes, pid: int, cwd: str,
@@ -179,14 +194,15 @@ def decode_ack(payload: bytes) -> "tuple[bytes, str]":
 
 def encode_plain(args: "tuple[str, ...]", secret: "str | None" = None) -> bytes:
     """The 2.0.0 form, as a raw client writes it (used by tests and tools)."""
-    fields = ([] if secret is None else [secret]) + list(args)
-    return b"".join(os.fsencode(field) + b"\0" for field in fields) or b"\0"
+    fields = ([] if secret is None else [secret_bytes(secret)]) + [os.fsencode(a) for a in args]
+    return b"".join(field + b"\0" for field in fields) or b"\0"
 
 
 def decode_plain(data: bytes, has_secret: bool, max_args: int = MAX_ARGS,
-                 errors: "str | None" = None) -> "tuple[str | None, tuple[str, ...]]":
+                 errors: "str | None" = None) -> "tuple[bytes | None, tuple[str, ...]]":
     """Split a plain message into ``(secret, args)``: at most *max_args* fields, decoded as the
-    OS decodes file names (*errors*: its error handler unless given).
+    OS decodes file names (*errors*: its error handler unless given); the secret field stays
+    bytes (compared with ``secret_bytes``, whatever this process's locale).
 
     Each field ends with a NUL, the last one too: every 2.0.0 client ends its message so, and a
     message without it was cut short (a sender killed mid-send, a port scanner, noise), so it
@@ -196,12 +212,14 @@ def decode_plain(data: bytes, has_secret: bool, max_args: int = MAX_ARGS,
     if not data.endswith(b"\0"):
         raise ProtocolError("it does not end with a NUL, so it was cut short")
     body = data[:-1]
-    fields = _decode_fields(body, max_args, errors) if body else []
     if not has_secret:
-        return None, tuple(fields)
-    if not fields:
+        return None, tuple(_decode_fields(body, max_args, errors)) if body else ()
+    if not body:
         return None, ()
-    return fields[0], tuple(fields[1:])
+    if body.count(b"\0") >= max_args:  # the secret is one of the fields
+        raise ProtocolError("more than %d arguments" % max_args)
+    given, nul, rest = body.partition(b"\0")
+    return given, tuple(_decode_fields(rest, max_args, errors)) if nul else ()
 
 
 def _decode_fields(body: bytes, max_fields: int, errors: "str | None") -> "list[str]":

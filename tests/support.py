@@ -105,10 +105,13 @@ def open_fds():
 
 # -- launches and hosts in real processes (test_app.py) -------------------------------------------
 
-def app_env(config):
+def app_env(config, extra=None):
+    """The environment of an app process: ours, its config, the checkout on its path, and
+    *extra* (a locale, say) on top."""
     env = dict(os.environ)
     env["SS_TEST_CONFIG"] = json.dumps(config)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
     return env
 
 
@@ -123,10 +126,11 @@ def client_config(port, **kwargs):
     return config(port, **kwargs)
 
 
-def launch(args=(), config=None, cwd=None, **popen):
-    """Start test_app.py as a launch with *args*; the caller owns the Popen."""
+def launch(args=(), config=None, cwd=None, env=None, **popen):
+    """Start test_app.py as a launch with *args* (*env*: variables to add); the caller owns
+    the Popen."""
     return subprocess.Popen(
-        [sys.executable, APP, *args], env=app_env(config or {}), cwd=cwd,
+        [sys.executable, APP, *args], env=app_env(config or {}, env), cwd=cwd,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
@@ -176,9 +180,9 @@ def finish(proc, timeout=WAIT):
     return proc.returncode, events, text(err)
 
 
-def run_client(args=(), config=None, cwd=None, timeout=WAIT):
+def run_client(args=(), config=None, cwd=None, timeout=WAIT, env=None):
     """Run one launch to completion; returns (returncode, stdout lines as dicts, stderr)."""
-    return finish(launch(args, config, cwd), timeout)
+    return finish(launch(args, config, cwd, env), timeout)
 
 
 def decode_args(event):
@@ -213,8 +217,8 @@ def assert_strict_failure(test, code, events, err):
 class AppProcess:
     """A test_app.py process read line by line on a thread of its own."""
 
-    def __init__(self, args=(), config=None, cwd=None):
-        self.proc = launch(args, config, cwd)
+    def __init__(self, args=(), config=None, cwd=None, env=None):
+        self.proc = launch(args, config, cwd, env)
         self.events = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -257,10 +261,10 @@ class AppProcess:
         end_by_stdin(self.proc, self._reader)
 
 
-def start_host(test, config=None, args=()):
+def start_host(test, config=None, args=(), env=None):
     """Start an app that becomes the host; cleaned up when *test* ends. Returns (app, port);
     ``app.host_pid`` is the process id the host reported."""
-    app = AppProcess(args, config)
+    app = AppProcess(args, config, env=env)
     test.addCleanup(app.stop)
     event = app.wait_for("host")
     app.host_pid = event["pid"]

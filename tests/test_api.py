@@ -2,6 +2,7 @@
 repr, the package's names, logging and verbose, and observers (trace, untrace, launches
 that came before trace(), the dispatch thread)."""
 
+import collections
 import contextlib
 import errno
 import io
@@ -16,7 +17,7 @@ import threading
 import unittest
 
 import Socket_Singleton as package
-from Socket_Singleton import Launch, Socket_Singleton, _tuning, _wire
+from Socket_Singleton import Launch, Socket_Singleton, _dispatch, _tuning, _wire
 
 from . import support
 from .support import (
@@ -335,12 +336,109 @@ class TestLoggingAndVerbose(HostTestCase):
         self.assertIn("boom-loud", text)
         self.assertNotIn("boom-hushed", text)  # the quiet host's warning is only logged
 
+    def test_an_exception_whose_str_raises_is_logged_in_one_line(self):
+        class Unprintable(Exception):
+            def __str__(self):
+                raise RuntimeError("no str() for you")
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            app = self.host(verbose=True)
+
+            def unprintable(args):
+                raise Unprintable()
+
+            app.trace(unprintable)
+            after = self.collector(app)
+            hand_off(app.port, ["x"])
+            after.wait(1)  # the warning was written before the next observer ran
+        text = err.getvalue()
+        self.assertNotIn("Logging error", text)
+        self.assertEqual([line for line in text.splitlines()
+                          if line.startswith("Socket_Singleton: ")],
+                         ["Socket_Singleton: Observer unprintable raised exception: "
+                          "Unprintable: <str() failed>"], text)
+
     def test_raising_observer_stops_neither_next_observer_nor_next_launch(self):
         app, after, calls = self.raising_host(False, "boom")
         for value in ("1", "2", "3"):
             self.assertEqual(hand_off(app.port, [value]).reason, "delivered")
         self.assertEqual(after.wait(3), [("1",), ("2",), ("3",)])
         self.assertEqual(calls, [("1",), ("2",), ("3",)])
+
+
+class _TakingDeque(collections.deque):
+    """The dispatcher's queue: ``took`` is set once the dispatch thread took a launch."""
+
+    def __init__(self):
+        super().__init__()
+        self.took = threading.Event()
+
+    def popleft(self):
+        item = super().popleft()
+        self.took.set()
+        return item
+
+
+class _GatedCondition(threading.Condition):
+    """The dispatcher's condition: the first time *thread* enters it after the queue's ``took``,
+    it sets ``paused`` and waits for ``gate`` before taking the lock, that is, after it took
+    the launch off the queue and before it checks the observer it would call."""
+
+    def __init__(self, lock, queue, thread):
+        super().__init__(lock)
+        self._queue, self._thread = queue, thread
+        self.paused, self.gate = threading.Event(), threading.Event()
+
+    def __enter__(self):
+        if (threading.current_thread() is self._thread and self._queue.took.is_set()
+                and not self.paused.is_set()):
+            self.paused.set()
+            self.gate.wait(support.WAIT)
+        return super().__enter__()
+
+
+class TestDispatchRaces(support.ThreadLeakCheck):
+    """A launch that the dispatch thread took off the queue while release() or untrace() came
+    is neither lost nor marked done unseen: it goes back to the head of the queue."""
+
+    def paused_dispatcher(self):
+        """A Dispatcher whose thread stops between taking a launch and calling an observer;
+        returns (dispatcher, observer, its condition, the launch's on_done event)."""
+        dispatcher = _dispatch.Dispatcher("Socket_Singleton-test-dispatch", False,
+                                          _tuning.DEFAULTS, lambda: None, lambda: None)
+        queue = dispatcher._queue = _TakingDeque()
+        gated = _GatedCondition(dispatcher._cond._lock, queue, dispatcher.thread)
+        dispatcher._cond = gated
+        self.addCleanup(dispatcher.stop)
+        self.addCleanup(gated.gate.set)
+        first = support.Collector()
+        dispatcher.trace(first, (), {})
+        done = threading.Event()
+        dispatcher.start()
+        self.assertTrue(dispatcher.submit(Launch(("a",)), False, lambda launch: done.set()))
+        self.assertTrue(gated.paused.wait(support.WAIT))
+        self.assertEqual(dispatcher.pending(), ())  # taken, not yet delivered
+        return dispatcher, first, gated, done
+
+    def test_release_while_a_launch_is_taken_keeps_it_pending(self):
+        dispatcher, first, gated, done = self.paused_dispatcher()
+        dispatcher.request_stop()  # what release() does first; no observer call starts now
+        gated.gate.set()
+        dispatcher.stop()
+        self.assertFalse(dispatcher.thread.is_alive())
+        self.assertEqual((first.received, dispatcher.pending()), ([], (("a",),)))
+        self.assertFalse(done.is_set())
+
+    def test_untrace_then_trace_while_a_launch_is_taken_delivers_it_to_the_new_observer(self):
+        dispatcher, first, gated, done = self.paused_dispatcher()
+        dispatcher.untrace(first)
+        second = support.Collector()
+        dispatcher.trace(second, (), {})
+        gated.gate.set()
+        self.assertTrue(done.wait(support.WAIT))  # on_done: an observer has seen it
+        self.assertEqual((first.received, second.received), ([], [("a",)]))
+        self.assertEqual(dispatcher.pending(), ())
 
 
 def blocked_delivery(test):

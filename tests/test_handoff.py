@@ -16,7 +16,7 @@ import threading
 import time
 import unittest
 
-from Socket_Singleton import Launch, _wire
+from Socket_Singleton import Launch, _handoff, _wire
 
 from . import support
 from .support import (
@@ -176,6 +176,95 @@ class TestExactArguments(HostTestCase):
     def test_non_utf8_bytes(self):
         raw = [b"\xff\xfe", b"caf\xe9", b"\xc3\x28", b"ok", b"\xed\xa0\x80", b""]
         self.assertArrivesExactly(None, expected=raw, popen_args=raw)
+
+
+# A program whose sys.argv holds an argument no command line can (set by the program itself):
+# argv[1] is that argument and argv[2] the constructor's kwargs, both as JSON.
+_SETS_ARGV = """
+import json, sys
+from Socket_Singleton import MultipleSingletonsError, Socket_Singleton
+unsendable, kwargs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+sys.argv = ["app", "fine", unsendable]
+try:
+    app = Socket_Singleton(**kwargs)
+except MultipleSingletonsError as err:
+    print(json.dumps({"reason": err.reason, "delivered": err.delivered, "detail": err.detail}))
+    sys.exit(3)
+print(json.dumps({"reason": "host", "port": app.port}))
+app.release()
+"""
+
+NUL_ARG = "before\0after"
+NUL_DETAIL = "argument 2 contains a NUL character, which no command line can hold"
+
+
+class TestUnsendableArguments(HostTestCase):
+    """An argument that cannot be sent (a NUL; a lone surrogate where file names are bytes) ends
+    a launch that would send it before any connection, as the README's other refusals do."""
+
+    def run_program(self, unsendable, **kwargs):
+        """Returns (exit status, stdout lines as dicts, stderr)."""
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SETS_ARGV, json.dumps(unsendable), json.dumps(kwargs)],
+            env=support.app_env({}), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return support.finish(proc)
+
+    def cases(self):
+        cases = [(NUL_ARG, NUL_DETAIL)]
+        if POSIX:  # Windows encodes lone surrogates (surrogatepass), so they can be sent there
+            cases.append(("lone-\ud800", "argument 2 cannot be encoded as this system "
+                          "encodes command lines (U+D800: "))
+        return cases
+
+    def assert_refused(self, port, legacy=False):
+        for arg, detail in self.cases():
+            with self.subTest(arg=arg, strict=False, legacy=legacy):
+                code, events, err = self.run_program(arg, port=port, strict=False,
+                                                     legacy_handoff=legacy)
+                self.assertEqual((code, err), (3, ""))
+                self.assertEqual([(e["reason"], e["delivered"]) for e in events],
+                                 [("unsendable", False)])
+                self.assertTrue(events[0]["detail"].startswith(detail), events[0]["detail"])
+            with self.subTest(arg=arg, strict=True, legacy=legacy):
+                code, events, err = self.run_program(arg, port=port, legacy_handoff=legacy)
+                assert_strict_failure(self, code, events, err)
+                self.assertTrue(err.startswith(
+                    "Socket_Singleton: 127.0.0.1:%d is in use. The arguments were not sent: %s"
+                    % (port, detail)), err)
+
+    def test_a_launch_refuses_them_and_the_host_gets_nothing(self):
+        collector = support.Collector()
+        host = in_process_host(self, collector)
+        self.assert_refused(host.port)
+        self.assertEqual(hand_off(host.port, ["good"]).reason, "delivered")
+        self.assertEqual(collector.received, [("good",)])  # FIFO: nothing came before it
+        self.assertEqual(host.clients, 1)
+
+    def test_nothing_connects_before_the_refusal(self):
+        server = FakeServer(self, read_to_end)
+        self.assert_refused(server.port)
+        legacy, handed = legacy_host(self)
+        self.assert_refused(legacy.port, legacy=True)
+        server.close()
+        legacy.close()
+        self.assertEqual((server.records, legacy.records, handed), ([], [], []))
+
+    def test_a_launch_that_becomes_the_host_is_not_checked(self):
+        code, events, err = self.run_program(NUL_ARG, port=0)
+        self.assertEqual((code, [e["reason"] for e in events], err), (0, ["host"], ""))
+
+    def test_the_machine_refuses_before_it_connects(self):
+        for legacy in (False, True):
+            machine = _handoff.Handoff(("fine", NUL_ARG), None, 2.0, 0.0, b"i" * _wire.ID_SIZE,
+                                       legacy=legacy)
+            self.assertIsInstance(machine.start(), _handoff.Take)
+            action = machine.held()
+            self.assertIsInstance(action, _handoff.Finish)
+            self.assertEqual((action.outcome.reason, action.outcome.detail, action.farewell),
+                             ("unsendable", NUL_DETAIL, b""))
+        machine = _handoff.Handoff(("fine", NUL_ARG), None, 2.0, 0.0, send=False)
+        machine.start()
+        self.assertEqual(machine.held().outcome.reason, "not-sent")  # client=False: no check
 
 
 class TestEmptyLaunches(HostTestCase):
@@ -787,7 +876,7 @@ class TestParserFuzz(support.ThreadLeakCheck):
                 self.assertEqual(_wire.decode_plain(_wire.encode_plain(args), False), (None, args))
             secret = "s" + _random_text(rng)
             self.assertEqual(_wire.decode_plain(_wire.encode_plain(args, secret), True),
-                             (secret, args))
+                             (_wire.secret_bytes(secret), args))
         with self.assertRaises(ValueError):
             _wire.encode_launch(b"", b"i" * _wire.ID_SIZE, 1, "/", ("a\0b",))
 

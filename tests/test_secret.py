@@ -1,8 +1,11 @@
 """The secret: client and host prove it to each other and it never crosses the socket; a
 mismatch either way delivers nothing; the comparison is hmac.compare_digest's; secrets
-that are not UTF-8, or cannot be encoded at all."""
+that are not UTF-8, or cannot be encoded at all; the key is the same in every locale."""
 
+import codecs
 import os
+import subprocess
+import sys
 import threading
 import unittest
 from hmac import compare_digest
@@ -182,14 +185,98 @@ class TestSecretEncoding(HostTestCase):
         self.assertTrue(app.listening)
         self.assertEqual(app.clients, 3)
 
-    @unittest.skipUnless(POSIX, "Windows encodes lone surrogates (surrogatepass)")
     def test_a_secret_that_cannot_be_encoded_is_refused_by_the_constructor(self):
         port = support.free_port()
         with self.assertRaises(ValueError) as cm:
-            app = Socket_Singleton(port=port, secret="\ud800")
+            app = Socket_Singleton(port=port, secret="ab\ud800")
             self.addCleanup(app.release)
-        self.assertRegex(str(cm.exception), r"\bsecret\b")
+        self.assertEqual(str(cm.exception),
+                         "secret must be encodable as UTF-8: U+D800 at index 2 is a lone "
+                         "surrogate (only surrogate escapes of bytes, U+DC80-U+DCFF, are allowed)")
         assert_port_free(self, port)  # refused before binding
+
+    def test_the_key_is_the_utf8_bytes_whatever_the_file_system_encoding(self):
+        with mock.patch("os.fsencode", side_effect=lambda s: s.encode("latin-1")):
+            self.assertEqual(_wire.secret_bytes(LOCALE_SECRET), LOCALE_SECRET.encode("utf-8"))
+            self.assertEqual(_wire.encode_plain(("a",), LOCALE_SECRET),
+                             LOCALE_SECRET.encode("utf-8") + b"\0a\0")
+        self.assertEqual(_wire.secret_bytes("pa\udcffss"), b"pa\xffss")
+
+
+# Environments of app processes: UTF-8 whatever the locale; Latin-1; ASCII (no UTF-8 mode, no
+# locale coercion: Python keeps the C locale's encoding).
+UTF8 = {"PYTHONUTF8": "1"}
+LATIN1 = {"LC_ALL": "de_DE.ISO-8859-1", "LANG": "de_DE.ISO-8859-1", "PYTHONUTF8": "0"}
+ASCII = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+LOCALE_SECRET = "p\u00e4ssw\u00f6rd-Gr\u00fc\u00dfe"  # "pässwörd-Grüße"
+_encodings = {}
+
+
+def fs_encoding(env):
+    """The file-system encoding of a Python started with *env* added to ours."""
+    key = tuple(sorted(env.items()))
+    if key not in _encodings:
+        proc = subprocess.run(
+            [sys.executable, "-c", "import sys; print(sys.getfilesystemencoding())"],
+            env=dict(os.environ, **env), stdout=subprocess.PIPE, timeout=support.WAIT)
+        _encodings[key] = codecs.lookup(proc.stdout.decode().strip()).name
+    return _encodings[key]
+
+
+@unittest.skipUnless(POSIX, "the file-system encoding follows the locale on POSIX only")
+class TestSecretAcrossLocales(support.ThreadLeakCheck):
+    """Processes in different locales share a secret: its key is UTF-8 in each of them."""
+
+    def require(self, env, encoding):
+        found = fs_encoding(env)
+        if found != encoding:
+            how = (" (make it with: localedef -i de_DE -f ISO-8859-1 de_DE.ISO-8859-1)"
+                   if env is LATIN1 else "")
+            self.skipTest("%s gives the file-system encoding %s, not %s%s"
+                          % (env["LC_ALL"], found, encoding, how))
+
+    def launch(self, port, arg, env, **config):
+        """A launch (strict=False) in *env*; returns its reason."""
+        code, events, err = support.run_client([arg], support.client_config(port, **config),
+                                               env=env)
+        self.assertEqual((code, [e["event"] for e in events]), (3, ["turned-away"]), err)
+        return events[0]["reason"]
+
+    def test_a_launch_in_another_locale_hands_over_with_the_same_secret(self):
+        self.require(ASCII, "ascii")
+        self.require(LATIN1, "iso8859-1")
+        for host_env, launches in ((UTF8, (LATIN1, ASCII)), (LATIN1, (UTF8, ASCII))):
+            host, port = support.start_host(self, support.config(0, secret=LOCALE_SECRET),
+                                            env=host_env)
+            for env in launches:
+                with self.subTest(host=host_env.get("LC_ALL", "UTF-8"),
+                                  launch=env.get("LC_ALL", "UTF-8")):
+                    self.assertEqual(self.launch(port, "good", env, secret=LOCALE_SECRET),
+                                     "delivered")
+                    self.assertEqual(host.wait_for("launch")["args"], [b"good".hex()])
+
+    def test_the_plain_form_carries_the_secret_in_utf8_to_a_host_in_latin1(self):
+        self.require(LATIN1, "iso8859-1")
+        host, port = support.start_host(self, support.config(0, secret=LOCALE_SECRET),
+                                        env=LATIN1)
+        support.send_raw(port, LOCALE_SECRET.encode("latin-1") + b"\0wrong\0")
+        support.send_raw(port, LOCALE_SECRET.encode("utf-8") + b"\0plain\0")
+        # FIFO: had the Latin-1 secret passed, its launch would come first
+        self.assertEqual(host.wait_for("launch")["args"], [b"plain".hex()])
+
+    def test_a_secret_read_from_the_environment_is_its_bytes_in_utf8_and_ascii_locales(self):
+        self.require(ASCII, "ascii")
+        raw = b"p\xc3\xa4ss-\xff-Gr\xc3\xbc\xc3\x9fe"  # UTF-8, and one byte that is not
+        env = {"SS_TEST_SECRET": os.fsdecode(raw)}  # handed to the child as these bytes
+        host, port = support.start_host(self, {"kwargs": {"port": 0},
+                                               "secret_env": "SS_TEST_SECRET"},
+                                        env=dict(env, **UTF8))
+        config = {"kwargs": {"port": port, "strict": False}, "secret_env": "SS_TEST_SECRET"}
+        for name, locale in (("UTF-8", UTF8), ("ASCII", ASCII)):
+            with self.subTest(launch=name):
+                code, events, err = support.run_client(["good"], config, env=dict(env, **locale))
+                self.assertEqual((code, [e["reason"] for e in events]), (3, ["delivered"]), err)
+                self.assertEqual(host.wait_for("launch")["args"], [b"good".hex()])
 
 
 if __name__ == "__main__":
