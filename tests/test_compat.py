@@ -1,12 +1,15 @@
 """Drop-in for 2.0.0 where users meet it: a running 2.0.0 instance on the port, scripts that
 never trace(), max_clients, ports the system is using, 2.0.0's private names and wording."""
 
+import atexit
 import errno
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -119,6 +122,93 @@ class TestRunning200Instance(unittest.TestCase):
         self.assertEqual(err.reason, "foreign")
         self.assertEqual(err.detail, "the program on the port is not a Socket_Singleton host "
                                      "(it answers like an HTTP server)")
+
+
+# A stand-in for 2.0.0's listener, in a process of its own: bound without SO_REUSEADDR, it reads
+# one chunk of each connection and closes first. It prints its port, and exits when its stdin
+# closes.
+_CLOSES_FIRST = """
+import socket, sys, threading
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(16)
+def serve():
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(1024)
+threading.Thread(target=serve, daemon=True).start()
+print(listener.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+# A real 2.0.0 host on the port given, until its stdin closes.
+_HOST_200 = """
+import sys
+from Socket_Singleton import Socket_Singleton
+Socket_Singleton(port=int(sys.argv[1]))
+print("host", flush=True)
+sys.stdin.read()
+"""
+
+_venv_200 = []  # the python of a virtual environment with socket-singleton==2.0.0, once made
+
+
+def python_with_200(test):
+    """An interpreter with the real socket-singleton 2.0.0 installed (in a virtual environment
+    this test run creates), or skip the test when the package index cannot be reached."""
+    if not _venv_200:
+        directory = tempfile.mkdtemp(prefix="ss-200-")
+        atexit.register(shutil.rmtree, directory, True)
+        made = subprocess.run([sys.executable, "-m", "venv", directory],
+                              capture_output=True, timeout=10 * support.WAIT)
+        python = os.path.join(directory, "Scripts" if os.name == "nt" else "bin",
+                              "python.exe" if os.name == "nt" else "python")
+        installed = made.returncode == 0 and subprocess.run(
+            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+             "socket-singleton==2.0.0"], capture_output=True,
+            timeout=10 * support.WAIT).returncode == 0
+        _venv_200.append(python if installed else None)
+    if _venv_200[0] is None:
+        test.skipTest("pip could not install socket-singleton==2.0.0 (no package index?)")
+    return _venv_200[0]
+
+
+class TestNoTimeWaitLeftOnTheHoldersPort(unittest.TestCase):
+    """Upgrading while a 2.0.0 instance runs (issue 16): 2.0.0 closes each connection first, so
+    a launch that then closed cleanly left TIME-WAIT on 2.0.0's port, and since 2.0.0 binds
+    without SO_REUSEADDR, nothing could bind that port for a minute after the user quit it."""
+
+    LAUNCHES = 3
+
+    def test_after_a_listener_that_closes_first_the_next_launch_becomes_the_host(self):
+        holder = subprocess.Popen([sys.executable, "-c", _CLOSES_FIRST], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE)
+        self.addCleanup(support.end_by_stdin, holder)
+        port = int(holder.stdout.readline())
+        for _ in range(self.LAUNCHES):
+            self.assertEqual(hand_off(port, [ARG]).reason, "legacy")
+        support.end_by_stdin(holder)
+        self.assertEqual(holder.returncode, 0)
+        support.assert_port_free(self, port)  # as 2.0.0 binds, without SO_REUSEADDR
+        support.assert_becomes_host(self, port)
+
+    def test_after_a_real_200_host_quits_the_next_launch_becomes_the_host(self):
+        python = python_with_200(self)
+        port = support.free_port()
+        # Run from the environment's own directory: from the checkout, "-c" would import this
+        # copy of the library instead.
+        old = subprocess.Popen([python, "-c", _HOST_200, str(port)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, cwd=os.path.dirname(python),
+                               env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        self.addCleanup(support.end_by_stdin, old)
+        self.assertEqual(old.stdout.readline(), b"host\n")
+        for _ in range(self.LAUNCHES):
+            self.assertEqual(hand_off(port, [ARG]).reason, "legacy")
+        support.end_by_stdin(old)
+        self.assertEqual(old.returncode, 0)
+        support.assert_port_free(self, port)
+        support.assert_becomes_host(self, port)
 
 
 class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
