@@ -5,7 +5,7 @@ import socket
 import time
 
 from . import _handoff, _net, _wire
-from ._outcome import Outcome
+from ._outcome import Outcome, Reason
 
 __all__ = ["Outcome", "claim", "probe"]
 
@@ -91,6 +91,9 @@ def _drive(machine: "_handoff.Handoff", address: str,
                 time.sleep(action.seconds)
                 action = machine.woke(time.monotonic())
             else:
+                if action.outcome.reason == Reason.PORT_BUSY:  # say what the platform shows
+                    return _handoff.port_busy(port, _net.tcp_states(address, port),
+                                              _net.ephemeral_range())
                 return action.outcome
     finally:
         if sock is not None:

@@ -19,7 +19,7 @@ from ._sentinel import Sentinel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs a launch milliseconds: annotations only
-    from typing import Callable, Optional, Tuple, Union
+    from typing import Callable, List, Optional, Tuple, Union
 
     Action = Union["Take", "Connect", "Exchange", "Verified", "Sleep", "Finish"]
 
@@ -415,6 +415,44 @@ def _not_running() -> Outcome:
 
 
 def _port_busy() -> Outcome:
-    return Outcome(Reason.PORT_BUSY, "nothing listens on the port, yet it is in use (by "
-                   "another program's connection, or held by the system after one closed); "
-                   "choose a port outside the system's ephemeral range")
+    """Port-busy as the machine knows it; the driver adds what the platform shows (port_busy)."""
+    return port_busy(0, None, None)
+
+
+def port_busy(port: int, states: "Optional[List[str]]",
+              ephemeral: "Optional[Tuple[int, int]]") -> Outcome:
+    """Port-busy with what the launch found: *states*, the TCP states of the sockets whose local
+    end is the port (``None`` where the platform does not show them), and the system's
+    *ephemeral* port range, named only when the port lies in it."""
+    found = "nothing listens on the port, yet it is in use"
+    if states is None:
+        found += (" (by another program's connection, or held by the system for a while after "
+                  "one closed)")
+    else:
+        waiting = states.count("TIME-WAIT")
+        live = [state for state in states if state not in ("TIME-WAIT", "LISTEN")]
+        parts = []
+        if waiting:
+            parts.append("%s that ended on it %s in TIME-WAIT, which the system keeps for "
+                         "about 60 s after a connection closes"
+                         % (_count(waiting, "connection"), "is" if waiting == 1 else "are"))
+        if live:
+            parts.append("%s uses it as its local end (%s), until that connection closes"
+                         % ("a connection" if len(live) == 1 else _count(len(live),
+                                                                         "connection"),
+                            ", ".join(live)))
+        if not parts:
+            parts.append("no connection on it is visible, so a socket is bound to it without "
+                         "listening, until the program that holds it closes it")
+        found += ": " + "; ".join(parts)
+    if ephemeral is None:
+        found += "; choose a port outside the system's ephemeral range"
+    elif ephemeral[0] <= port <= ephemeral[1]:
+        found += ("; the port lies in this system's ephemeral range (%d-%d), from which "
+                  "outgoing connections take their local ports: choose one outside it"
+                  % ephemeral)
+    return Outcome(Reason.PORT_BUSY, found)
+
+
+def _count(number: int, noun: str) -> str:
+    return "%d %s%s" % (number, noun, "" if number == 1 else "s")

@@ -16,7 +16,7 @@ import unittest
 from contextlib import redirect_stderr
 from unittest import mock
 
-from Socket_Singleton import Socket_Singleton, _client, _tuning, _wire
+from Socket_Singleton import Socket_Singleton, _client, _handoff, _net, _tuning, _wire
 
 from . import support
 from .support import FakeServer, LogWatcher, hand_off, in_process_host, legacy_host
@@ -250,6 +250,10 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
         self.assertEqual((code, err), (0, ""))
 
 
+# Linux shows every TCP connection in /proc/net/tcp; a port-busy launch reads it.
+LINUX_TABLES = os.path.exists("/proc/net/tcp")
+
+
 class TestBusyPort(unittest.TestCase):
     """A fixed port the system is using, with nothing listening on it."""
 
@@ -262,11 +266,37 @@ class TestBusyPort(unittest.TestCase):
         self.assertTrue(stderr.startswith(
             "Socket_Singleton: 127.0.0.1:%d is in use but nothing listens on it. " % port),
             stderr)
+        return err
 
     def test_a_port_bound_but_not_listening(self):
         with socket.socket() as holder:
             holder.bind(("127.0.0.1", 0))
-            self.assert_busy(holder.getsockname()[1])
+            err = self.assert_busy(holder.getsockname()[1])
+        if LINUX_TABLES:
+            self.assertIn("yet it is in use: no connection on it is visible, so a socket is "
+                          "bound to it without listening", err.detail)
+
+    @unittest.skipUnless(LINUX_TABLES, "the platform does not show its TCP connections")
+    def test_connections_in_time_wait_are_counted(self):
+        # A listener without SO_REUSEADDR that closes first leaves TIME-WAIT on its port, which
+        # keeps even an SO_REUSEADDR bind off it on Linux.
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            port = listener.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", port), support.WAIT) as outgoing:
+                accepted, _ = listener.accept()
+                accepted.close()
+                self.assertEqual(outgoing.recv(1), b"")
+        err = self.assert_busy(port)
+        self.assertIn("yet it is in use: 1 connection that ended on it is in TIME-WAIT, which "
+                      "the system keeps for about 60 s after a connection closes", err.detail)
+        low, high = _net.ephemeral_range()
+        self.assertTrue(low <= port <= high)  # bound to port 0: the system picked it there
+        self.assertTrue(err.detail.endswith(
+            "; the port lies in this system's ephemeral range (%d-%d), from which outgoing "
+            "connections take their local ports: choose one outside it" % (low, high)),
+            err.detail)
 
     @unittest.skipUnless(hasattr(socket, "SO_REUSEADDR") and os.name == "posix",
                          "Windows lets an exclusive bind share a connection's local port")
@@ -279,7 +309,40 @@ class TestBusyPort(unittest.TestCase):
                 outgoing.connect(server.getsockname())
                 accepted, _ = server.accept()
                 with accepted:
-                    self.assert_busy(outgoing.getsockname()[1])
+                    err = self.assert_busy(outgoing.getsockname()[1])
+        if LINUX_TABLES:
+            self.assertIn("yet it is in use: a connection uses it as its local end (ESTAB), "
+                          "until that connection closes", err.detail)
+
+
+class TestPortBusySentences(unittest.TestCase):
+    """What a port-busy launch says, from what it found (_handoff.port_busy, without I/O)."""
+
+    def test_the_ephemeral_range_is_named_only_for_a_port_inside_it(self):
+        inside = _handoff.port_busy(50123, [], (32768, 60999)).detail
+        self.assertIn("the port lies in this system's ephemeral range (32768-60999)", inside)
+        for port in (24621, 32767, 61000):
+            self.assertNotIn("ephemeral", _handoff.port_busy(port, [], (32768, 60999)).detail)
+
+    def test_what_was_found_is_counted(self):
+        detail = _handoff.port_busy(24621, ["TIME-WAIT", "TIME-WAIT", "ESTAB"],
+                                    (32768, 60999)).detail
+        self.assertEqual(detail, "nothing listens on the port, yet it is in use: 2 connections "
+                         "that ended on it are in TIME-WAIT, which the system keeps for about "
+                         "60 s after a connection closes; a connection uses it as its local end "
+                         "(ESTAB), until that connection closes")
+
+    def test_a_platform_that_shows_nothing(self):
+        self.assertEqual(_handoff.port_busy(24621, None, None).detail,
+                         "nothing listens on the port, yet it is in use (by another program's "
+                         "connection, or held by the system for a while after one closed); "
+                         "choose a port outside the system's ephemeral range")
+
+    @unittest.skipUnless(os.path.exists("/proc/sys/net/ipv4/ip_local_port_range"), "not Linux")
+    def test_linux_ephemeral_range_is_read_from_the_system(self):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as setting:
+            expected = tuple(int(n) for n in setting.read().split())
+        self.assertEqual(_net.ephemeral_range(), expected)
 
 
 class TestPrivateNamesOf200(support.ThreadLeakCheck):
