@@ -267,17 +267,20 @@ class Handoff:
             return self._ended(Outcome(Reason.NO_ANSWER, "could not send the arguments: "
                                        "timed out"), now)
         if phase in (_CONNECTING, _PLAIN_CONNECTING):
-            outcome = Outcome(Reason.NO_ANSWER, "the program on the port did not accept a "
-                              "connection in time")
+            outcome = Outcome(Reason.NO_ANSWER, "the program on the port did not accept the "
+                              "connection within %g s" % self._timeout)
         elif phase == _GREETING:
             outcome = Outcome(Reason.NO_ANSWER, "the program on the port accepted the "
-                              "connection but did not answer in time (a host that is very "
-                              "busy, or a program that does not speak this protocol)")
+                              "connection but did not answer within %g s (an instance that is "
+                              "stopped or overloaded, or a program that does not speak this "
+                              "protocol)" % self._timeout)
         elif phase == _HELLOING:
-            outcome = Outcome(Reason.NO_ANSWER, "the host did not answer in time")
+            outcome = Outcome(Reason.NO_ANSWER, "the program on the port answered as a host, "
+                              "then did not answer within %g s" % self._timeout)
         else:
             outcome = Outcome(Reason.NO_ANSWER, "the running instance did not acknowledge "
-                              "the launch in time; it may still deliver it", self._pid)
+                              "the launch within %g s; it may still deliver it"
+                              % self._timeout, self._pid, unconfirmed=True)
         return self._ended(outcome, now)
 
     def woke(self, now: float) -> "Action":
@@ -337,7 +340,7 @@ class Handoff:
             return self._probe_ended(result)
         if isinstance(result, Outcome):
             if self._sent and result.reason in (Reason.NO_ANSWER, Reason.LOCAL_ERROR):
-                return self._done(_unconfirmed(result.detail))
+                return self._done(_unconfirmed(result.detail, self._pid))
             if (self._last == _RESET and result.reason == Reason.NO_ANSWER
                     and self._phase in (_CONNECTING, _GREETING)):
                 # the deadline cut its resets short (a program that answered a banner, or
@@ -360,7 +363,8 @@ class Handoff:
         self._sent = self._sent or result == _LOST
         if now >= self.deadline:
             if self._sent:
-                return self._done(_unconfirmed("no host answered within %g s" % self._timeout))
+                return self._done(_unconfirmed("no host answered within %g s" % self._timeout,
+                                               self._pid))
             if result == _RESET:
                 return self._done(_foreign_resetter())
             return self._done(Outcome(Reason.NO_ANSWER, "the port stayed busy but no host took "
@@ -405,9 +409,10 @@ def _legacy_holder(hint: bool) -> Outcome:
                       if hint else ""))
 
 
-def _unconfirmed(why: str) -> Outcome:
+def _unconfirmed(why: str, pid: "Optional[int]") -> Outcome:
     return Outcome(Reason.NO_ANSWER, "the launch reached a host but its answer was lost, and "
-                   "asking again failed (%s); it may have been delivered" % why)
+                   "asking again failed (%s); it may have been delivered" % why, pid,
+                   unconfirmed=True)
 
 
 def _not_running() -> Outcome:

@@ -6,6 +6,7 @@ import errno
 import io
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import unittest
 from contextlib import redirect_stderr
 from unittest import mock
 
-from Socket_Singleton import Socket_Singleton, _client, _handoff, _net, _tuning, _wire
+from Socket_Singleton import Socket_Singleton, _client, _handoff, _net, _outcome, _tuning, _wire
 
 from . import support
 from .support import FakeServer, LogWatcher, hand_off, in_process_host, legacy_host
@@ -436,6 +437,48 @@ class TestMessages(unittest.TestCase):
         self.assertTrue(lines[0].startswith("app: launch to 127.0.0.1:%d" % port), lines[0])
 
 
+class TestWhatAFailedLaunchSays(unittest.TestCase):
+    """Each failed launch says first whether the arguments were sent, and calls the holder
+    "another instance" only when it answered as one."""
+
+    TIMEOUT = 0.5
+    SILENT = ("Socket_Singleton: the program on 127.0.0.1:%d did not answer. The arguments were "
+              "not sent: the program on the port accepted the connection but did not answer "
+              "within 0.5 s (an instance that is stopped or overloaded, or a program that does "
+              "not speak this protocol).")
+
+    @unittest.skipUnless(hasattr(signal, "SIGSTOP"), "no SIGSTOP")
+    def test_a_stopped_host(self):
+        host, port = support.start_host(self, support.config(0))
+        os.kill(host.proc.pid, signal.SIGSTOP)
+        self.addCleanup(os.kill, host.proc.pid, signal.SIGCONT)  # before stop(): added later
+        code, err = strict_launch([ARG], port, handoff_timeout=self.TIMEOUT)
+        self.assertEqual((code, err.strip()), (1, self.SILENT % port))
+
+    def test_a_web_server(self):
+        port = support.free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.addCleanup(support.kill, server)
+        self.assertIn(b"Serving HTTP", server.stdout.readline())
+        code, err = strict_launch([ARG], port, handoff_timeout=self.TIMEOUT)
+        self.assertEqual((code, err.strip()), (1, self.SILENT % port))
+        self.assertNotIn("another instance", err)
+
+    def test_only_a_host_that_answered_is_another_instance(self):
+        where = "127.0.0.1:24621"
+        unconfirmed = _outcome.Outcome("no-answer", "it did not", 4242, unconfirmed=True)
+        self.assertEqual(_outcome.exit_line(unconfirmed, where),
+                         "Socket_Singleton: another instance holds 127.0.0.1:24621. The "
+                         "arguments were sent but not acknowledged (they may have been "
+                         "delivered): it did not.")
+        refused = _outcome.Outcome("rejected", "too large", 4242)
+        self.assertEqual(_outcome.exit_line(refused, where),
+                         "Socket_Singleton: another instance holds 127.0.0.1:24621. The "
+                         "arguments were refused: too large.")
+
+
 class TestExactlyOnce(support.ThreadLeakCheck):
     """A launch whose acknowledgement is lost is retried, and delivered once."""
 
@@ -512,6 +555,9 @@ class TestRealCauses(unittest.TestCase):
         self.assertEqual(err.reason, "no-answer")
         self.assertIn("it may have been delivered", err.detail)
         self.assertNotIn("not delivered", str(err))
+        self.assertIs(err.unconfirmed, True)
+        self.assertIn(" The arguments were sent but not acknowledged (they may have been "
+                      "delivered): the launch reached a host", str(err))
 
 
 class TestCutPlainMessages(support.ThreadLeakCheck):

@@ -797,7 +797,7 @@ class TestHandoffMachine(unittest.TestCase):
         outcome = action.outcome
         self.assertEqual((outcome.reason, outcome.detail, outcome.host_pid),
                          ("no-answer", "the running instance did not acknowledge the launch "
-                          "in time; it may still deliver it", 7))
+                          "within 1 s; it may still deliver it", 7))
 
 
 class TestSimulation(unittest.TestCase):
