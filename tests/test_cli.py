@@ -128,7 +128,7 @@ class TestCommandLineStatus(CommandLineTestCase):
         server = support.FakeServer(self, FOREIGN_PROGRAMS["silent"])
         result = cli("status", "--port", str(server.port), "--timeout", "0.5")
         self.assertOneLineError(result, 5)
-        self.assertIn("in time", result.err)
+        self.assertIn("did not answer within 0.5 s", result.err)
 
     def test_status_is_not_a_launch(self):
         # An in-process host, so that its `clients` can be read. deliver_empty: even a launch
