@@ -7,7 +7,8 @@ class the driver (``_client``) matches with ``isinstance``: ``Take`` the port; `
 ``Exchange`` (send bytes, then read what ``expect`` names); ``Verified`` (the host proved itself:
 call ``launch(pid, cwd)`` with this process's); ``Sleep``; ``Finish`` (send the farewell if any,
 as a courtesy, and end with the outcome). Whenever the action is not ``Exchange`` or
-``Verified``, the driver closes the connection it has open. Time enters as ``now`` values; the
+``Verified``, the driver closes the connection it has open (with a reset when the peer closed
+first, so that no TIME-WAIT is left on the holder's port). Time enters as ``now`` values; the
 machine never touches a socket, a thread or a clock.
 """
 
