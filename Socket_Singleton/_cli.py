@@ -33,9 +33,9 @@ EXIT_CODES = {
 
 EPILOG = """\
 examples:
-  %(prog)s status --port 50123
-  %(prog)s send --port 50123 -- notes.txt --new-window
-  APP_SECRET=s3cret %(prog)s send --port 50123 --secret-env APP_SECRET -- notes.txt
+  %(prog)s status --port 24621
+  %(prog)s send --port 24621 -- notes.txt --new-window
+  APP_SECRET=s3cret %(prog)s send --port 24621 --secret-env APP_SECRET -- notes.txt
 
 exit codes:
   0  status: a Socket_Singleton host answered; send: the host took the arguments, or

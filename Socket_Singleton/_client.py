@@ -5,7 +5,7 @@ import socket
 import time
 
 from . import _handoff, _net, _wire
-from ._outcome import Outcome
+from ._outcome import Outcome, Reason
 
 __all__ = ["Outcome", "claim", "probe"]
 
@@ -60,7 +60,7 @@ def _drive(machine: "_handoff.Handoff", address: str,
                                                             _handoff.Verified)):
                 if isinstance(action, _handoff.Finish) and action.farewell:
                     _say_bye(sock, action.farewell)
-                _net.close_quietly(sock)
+                _close(sock)
                 sock = None
             if isinstance(action, _handoff.Exchange):
                 assert sock is not None
@@ -91,10 +91,33 @@ def _drive(machine: "_handoff.Handoff", address: str,
                 time.sleep(action.seconds)
                 action = machine.woke(time.monotonic())
             else:
+                if action.outcome.reason == Reason.PORT_BUSY:  # say what the platform shows
+                    return _handoff.port_busy(port, _net.tcp_states(address, port),
+                                              _net.ephemeral_range())
                 return action.outcome
     finally:
         if sock is not None:
-            _net.close_quietly(sock)
+            _close(sock)
+
+
+def _close(sock: socket.socket) -> None:
+    """Close *sock* so that no TIME-WAIT is left on the holder's port.
+
+    TIME-WAIT goes to whoever closes first. When we close first it lands on our own ephemeral
+    end, which blocks nobody; when the holder closed first (2.0.0 reads and closes, a web server
+    answers and closes) it would land on the holder's port, and a program that binds without
+    SO_REUSEADDR (2.0.0 again) could not bind that port for a minute after the holder quits.
+    So a connection whose peer has already closed is reset instead, which leaves no TIME-WAIT
+    on either end.
+    """
+    try:
+        sock.setblocking(False)
+        peer_closed = sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:  # nothing to read (the peer is still there), reset, or never connected
+        peer_closed = False
+    if peer_closed:
+        _net.reset_on_close(sock)
+    _net.close_quietly(sock)
 
 
 def _exchange(machine: "_handoff.Handoff", sock: socket.socket, action: "_handoff.Exchange",

@@ -7,7 +7,8 @@ class the driver (``_client``) matches with ``isinstance``: ``Take`` the port; `
 ``Exchange`` (send bytes, then read what ``expect`` names); ``Verified`` (the host proved itself:
 call ``launch(pid, cwd)`` with this process's); ``Sleep``; ``Finish`` (send the farewell if any,
 as a courtesy, and end with the outcome). Whenever the action is not ``Exchange`` or
-``Verified``, the driver closes the connection it has open. Time enters as ``now`` values; the
+``Verified``, the driver closes the connection it has open (with a reset when the peer closed
+first, so that no TIME-WAIT is left on the holder's port). Time enters as ``now`` values; the
 machine never touches a socket, a thread or a clock.
 """
 
@@ -19,7 +20,7 @@ from ._sentinel import Sentinel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs a launch milliseconds: annotations only
-    from typing import Callable, Optional, Tuple, Union
+    from typing import Callable, List, Optional, Tuple, Union
 
     Action = Union["Take", "Connect", "Exchange", "Verified", "Sleep", "Finish"]
 
@@ -273,17 +274,20 @@ class Handoff:
             return self._ended(Outcome(Reason.NO_ANSWER, "could not send the arguments: "
                                        "timed out"), now)
         if phase in (_CONNECTING, _PLAIN_CONNECTING):
-            outcome = Outcome(Reason.NO_ANSWER, "the program on the port did not accept a "
-                              "connection in time")
+            outcome = Outcome(Reason.NO_ANSWER, "the program on the port did not accept the "
+                              "connection within %g s" % self._timeout)
         elif phase == _GREETING:
             outcome = Outcome(Reason.NO_ANSWER, "the program on the port accepted the "
-                              "connection but did not answer in time (a host that is very "
-                              "busy, or a program that does not speak this protocol)")
+                              "connection but did not answer within %g s (an instance that is "
+                              "stopped or overloaded, or a program that does not speak this "
+                              "protocol)" % self._timeout)
         elif phase == _HELLOING:
-            outcome = Outcome(Reason.NO_ANSWER, "the host did not answer in time")
+            outcome = Outcome(Reason.NO_ANSWER, "the program on the port answered as a host, "
+                              "then did not answer within %g s" % self._timeout)
         else:
             outcome = Outcome(Reason.NO_ANSWER, "the running instance did not acknowledge "
-                              "the launch in time; it may still deliver it", self._pid)
+                              "the launch within %g s; it may still deliver it"
+                              % self._timeout, self._pid, unconfirmed=True)
         return self._ended(outcome, now)
 
     def woke(self, now: float) -> "Action":
@@ -343,7 +347,7 @@ class Handoff:
             return self._probe_ended(result)
         if isinstance(result, Outcome):
             if self._sent and result.reason in (Reason.NO_ANSWER, Reason.LOCAL_ERROR):
-                return self._done(_unconfirmed(result.detail))
+                return self._done(_unconfirmed(result.detail, self._pid))
             if (self._last == _RESET and result.reason == Reason.NO_ANSWER
                     and self._phase in (_CONNECTING, _GREETING)):
                 # the deadline cut its resets short (a program that answered a banner, or
@@ -366,7 +370,8 @@ class Handoff:
         self._sent = self._sent or result == _LOST
         if now >= self.deadline:
             if self._sent:
-                return self._done(_unconfirmed("no host answered within %g s" % self._timeout))
+                return self._done(_unconfirmed("no host answered within %g s" % self._timeout,
+                                               self._pid))
             if result == _RESET:
                 return self._done(_foreign_resetter())
             return self._done(Outcome(Reason.NO_ANSWER, "the port stayed busy but no host took "
@@ -411,9 +416,10 @@ def _legacy_holder(hint: bool) -> Outcome:
                       if hint else ""))
 
 
-def _unconfirmed(why: str) -> Outcome:
+def _unconfirmed(why: str, pid: "Optional[int]") -> Outcome:
     return Outcome(Reason.NO_ANSWER, "the launch reached a host but its answer was lost, and "
-                   "asking again failed (%s); it may have been delivered" % why)
+                   "asking again failed (%s); it may have been delivered" % why, pid,
+                   unconfirmed=True)
 
 
 def _not_running() -> Outcome:
@@ -421,6 +427,44 @@ def _not_running() -> Outcome:
 
 
 def _port_busy() -> Outcome:
-    return Outcome(Reason.PORT_BUSY, "nothing listens on the port, yet it is in use (by "
-                   "another program's connection, or held by the system after one closed); "
-                   "choose a port outside the system's ephemeral range")
+    """Port-busy as the machine knows it; the driver adds what the platform shows (port_busy)."""
+    return port_busy(0, None, None)
+
+
+def port_busy(port: int, states: "Optional[List[str]]",
+              ephemeral: "Optional[Tuple[int, int]]") -> Outcome:
+    """Port-busy with what the launch found: *states*, the TCP states of the sockets whose local
+    end is the port (``None`` where the platform does not show them), and the system's
+    *ephemeral* port range, named only when the port lies in it."""
+    found = "nothing listens on the port, yet it is in use"
+    if states is None:
+        found += (" (by another program's connection, or held by the system for a while after "
+                  "one closed)")
+    else:
+        waiting = states.count("TIME-WAIT")
+        live = [state for state in states if state not in ("TIME-WAIT", "LISTEN")]
+        parts = []
+        if waiting:
+            parts.append("%s that ended on it %s in TIME-WAIT, which the system keeps for "
+                         "about 60 s after a connection closes"
+                         % (_count(waiting, "connection"), "is" if waiting == 1 else "are"))
+        if live:
+            parts.append("%s uses it as its local end (%s), until that connection closes"
+                         % ("a connection" if len(live) == 1 else _count(len(live),
+                                                                         "connection"),
+                            ", ".join(live)))
+        if not parts:
+            parts.append("no connection on it is visible, so a socket is bound to it without "
+                         "listening, until the program that holds it closes it")
+        found += ": " + "; ".join(parts)
+    if ephemeral is None:
+        found += "; choose a port outside the system's ephemeral range"
+    elif ephemeral[0] <= port <= ephemeral[1]:
+        found += ("; the port lies in this system's ephemeral range (%d-%d), from which "
+                  "outgoing connections take their local ports: choose one outside it"
+                  % ephemeral)
+    return Outcome(Reason.PORT_BUSY, found)
+
+
+def _count(number: int, noun: str) -> str:
+    return "%d %s%s" % (number, noun, "" if number == 1 else "s")

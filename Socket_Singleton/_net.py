@@ -96,6 +96,58 @@ def listen_exclusively(address: str, port: int) -> "socket.socket | None":
     return sock
 
 
+# The states /proc/net/tcp shows, by their hex code, as ``ss`` names them.
+_TCP_STATES = {"01": "ESTAB", "02": "SYN-SENT", "03": "SYN-RECV", "04": "FIN-WAIT-1",
+               "05": "FIN-WAIT-2", "06": "TIME-WAIT", "07": "CLOSE", "08": "CLOSE-WAIT",
+               "09": "LAST-ACK", "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def tcp_states(address: str, port: int) -> "list[str] | None":
+    """The TCP states of the sockets whose local end is ``(address, port)``, as far as the
+    platform shows them: Linux lists them in /proc/net/tcp and /proc/net/tcp6 (a socket that is
+    only bound is not listed); ``None`` where nothing can be read. Only for a failed launch."""
+    import struct  # failure paths only
+
+    try:
+        wanted = socket.inet_pton(family_of(address), address)
+    except OSError:  # a host name: match the port alone
+        wanted = b""
+    wildcard = wanted.strip(b"\0") == b""
+    found = None
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as table:
+                lines = table.readlines()[1:]
+        except OSError:
+            continue
+        found = found or []
+        for line in lines:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            hex_address, _, hex_port = local.partition(":")
+            if int(hex_port, 16) != port:
+                continue
+            # The address is printed as 32-bit words in this machine's byte order.
+            words = [int(hex_address[i:i + 8], 16) for i in range(0, len(hex_address), 8)]
+            raw = struct.pack("=%dI" % len(words), *words)
+            if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
+                raw = raw[12:]  # an IPv4 address on a dual-stack socket
+            if wildcard or not wanted or raw == wanted or raw.strip(b"\0") == b"":
+                found.append(_TCP_STATES.get(state, state))
+    return found
+
+
+def ephemeral_range() -> "tuple[int, int]":
+    """The ports from which the system picks the local ends of outgoing connections: Linux's
+    /proc/sys/net/ipv4/ip_local_port_range, else the IANA range Windows and macOS use."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as setting:
+            low, high = setting.read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
 def allow_foreground(pid: int) -> None:
     """Let process *pid* bring its window to the front; call it before handing it a launch.
 

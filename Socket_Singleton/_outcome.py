@@ -31,17 +31,22 @@ class Reason:
 
 
 class Outcome:
-    """How a hand-off (or a probe) ended: a ``Reason``, a sentence, the host's pid."""
+    """How a hand-off (or a probe) ended: a ``Reason``, a sentence, the host's pid (only from a
+    host that answered as one), and *unconfirmed*: the arguments were sent but no acknowledgement
+    came, so they may have been delivered."""
 
-    __slots__ = ("detail", "host_pid", "reason")
+    __slots__ = ("detail", "host_pid", "reason", "unconfirmed")
 
-    def __init__(self, reason: str, detail: str = "", host_pid: "int | None" = None) -> None:
+    def __init__(self, reason: str, detail: str = "", host_pid: "int | None" = None,
+                 unconfirmed: bool = False) -> None:
         self.reason = reason
         self.detail = detail
         self.host_pid = host_pid
+        self.unconfirmed = unconfirmed
 
     def __repr__(self) -> str:
-        return "Outcome(%r, %r, %r)" % (self.reason, self.detail, self.host_pid)
+        return "Outcome(%r, %r, %r, unconfirmed=%r)" % (self.reason, self.detail, self.host_pid,
+                                                        self.unconfirmed)
 
 
 # The launch needs nothing more from the user: a strict launch exits with status 0.
@@ -56,33 +61,43 @@ _EXPLANATIONS = {
     Reason.FOREIGN: "The arguments were not sent: {detail}.",
     Reason.LEGACY: "The arguments were not sent: {detail}.",
     Reason.PORT_BUSY: "The arguments were not sent: {detail}.",
-    Reason.NO_ANSWER: "No acknowledgement: {detail}.",
+    Reason.NO_ANSWER: "The arguments were not sent: {detail}.",
     Reason.SECRET_MISMATCH: "The arguments were not sent: {detail}.",
-    Reason.REJECTED: "The arguments were not delivered: {detail}.",
+    Reason.REJECTED: "The arguments were refused: {detail}.",
     Reason.LOCAL_ERROR: "The arguments were not sent: {detail}.",
     Reason.NOT_RUNNING: "The arguments were not sent: {detail}.",
     Reason.UNSENDABLE: "The arguments were not sent: {detail}.",
 }
+_UNCONFIRMED = ("The arguments were sent but not acknowledged (they may have been delivered): "
+                "{detail}.")
 
 # Who holds the port, as the exit line of a strict launch says it.
 _HOLDERS = {
     Reason.FOREIGN: "another program holds {where}",
     Reason.LEGACY: "a program that does not speak this protocol holds {where}",
     Reason.PORT_BUSY: "{where} is in use but nothing listens on it",
-    Reason.LOCAL_ERROR: "could not reach the instance on {where}",
+    Reason.LOCAL_ERROR: "could not reach the program on {where}",
+    Reason.NOT_RUNNING: "nothing listens on {where}",
     Reason.UNSENDABLE: "{where} is in use",  # nothing was asked who holds it
 }
+# A holder that never answered as a host (no pid) is not called an instance.
+_SILENT_HOLDER = "the program on {where} did not answer"
 
 
-def explain(reason: str, detail: str) -> str:
-    """The sentence that says what became of the arguments."""
-    return _EXPLANATIONS[reason].format(detail=detail)
+def explain(reason: str, detail: str, unconfirmed: bool = False) -> str:
+    """The sentence that says what became of the arguments, first whether they were sent."""
+    return (_UNCONFIRMED if unconfirmed else _EXPLANATIONS[reason]).format(detail=detail)
 
 
-def exit_line(reason: str, detail: str, where: str) -> str:
+def exit_line(outcome: Outcome, where: str) -> str:
     """What a strict launch that failed prints as it exits."""
-    holder = _HOLDERS.get(reason, "another instance holds {where}").format(where=where)
-    return "Socket_Singleton: %s. %s" % (holder, explain(reason, detail))
+    holder = _HOLDERS.get(outcome.reason)
+    if holder is None:
+        holder = ("another instance holds {where}" if outcome.host_pid is not None
+                  else _SILENT_HOLDER)
+    return "Socket_Singleton: %s. %s" % (holder.format(where=where),
+                                         explain(outcome.reason, outcome.detail,
+                                                 outcome.unconfirmed))
 
 
 class MultipleSingletonsError(Exception):
@@ -90,7 +105,8 @@ class MultipleSingletonsError(Exception):
 
     Attributes: ``address``, ``port``, ``reason`` (one of the module's reason strings),
     ``delivered`` (whether the host accepted the arguments), ``detail`` (a sentence for
-    humans) and ``host_pid`` (the host's process id when it told us, else ``None``).
+    humans), ``host_pid`` (the host's process id when it told us, else ``None``) and
+    ``unconfirmed`` (the arguments were sent but not acknowledged: they may have been delivered).
     """
 
     def __init__(
@@ -100,18 +116,21 @@ class MultipleSingletonsError(Exception):
         reason: str = Reason.NOT_SENT,
         detail: str = "",
         host_pid: "int | None" = None,
+        unconfirmed: bool = False,
     ) -> None:
         self.address = address
         self.port = port
         self.reason = reason
         self.detail = detail
         self.host_pid = host_pid
+        self.unconfirmed = unconfirmed
         self.delivered = reason in (Reason.DELIVERED, Reason.QUEUED)
         super().__init__(
             "\nApplication is already bound & listening @ %s on port %d. Multiple instances "
             "are disallowed in the current context. %s"
-            % (address, port, explain(reason, detail))
+            % (address, port, explain(reason, detail, unconfirmed))
         )
 
     def __reduce__(self) -> "tuple[object, ...]":
-        return (type(self), (self.address, self.port, self.reason, self.detail, self.host_pid))
+        return (type(self), (self.address, self.port, self.reason, self.detail, self.host_pid,
+                             self.unconfirmed))

@@ -139,9 +139,9 @@ class Socket_Singleton:
         if self.strict:
             if outcome.reason in _outcome.SUCCESS:
                 raise SystemExit
-            raise SystemExit(_outcome.exit_line(outcome.reason, outcome.detail, where))
+            raise SystemExit(_outcome.exit_line(outcome, where))
         raise MultipleSingletonsError(self.address, self.port, outcome.reason,
-                                      outcome.detail, outcome.host_pid)
+                                      outcome.detail, outcome.host_pid, outcome.unconfirmed)
 
     def _policy(self, clients: int, args: "Tuple[str, ...]") -> "Admission":
         """The host's policy for one launch (run on the listener's thread): 2.0.0's parameters,

@@ -17,7 +17,7 @@ import sys
 
 from Socket_Singleton import Socket_Singleton
 
-PORT = int(os.environ.get("ASYNCIO_DEMO_PORT", "50125"))
+PORT = int(os.environ.get("ASYNCIO_DEMO_PORT", "24623"))
 
 
 async def serve() -> None:

@@ -16,7 +16,7 @@ import sys
 
 from Socket_Singleton import MultipleSingletonsError, Socket_Singleton
 
-PORT = int(os.environ.get("QUEUE_TOOL_PORT", "50126"))
+PORT = int(os.environ.get("QUEUE_TOOL_PORT", "24624"))
 IDLE = float(os.environ.get("QUEUE_TOOL_IDLE", "5"))
 
 

@@ -14,7 +14,7 @@ from Socket_Singleton import Socket_Singleton
 
 # A fixed port of your own is the application's identity; the environment variable only lets
 # the tests run this file on a port that is free at the time.
-PORT = int(os.environ.get("QUICKSTART_PORT", "50123"))
+PORT = int(os.environ.get("QUICKSTART_PORT", "24621"))
 
 
 def on_launch(args):

@@ -22,7 +22,7 @@ import tkinter as tk
 
 from Socket_Singleton import Socket_Singleton
 
-PORT = int(os.environ.get("TK_DEMO_PORT", "50124"))
+PORT = int(os.environ.get("TK_DEMO_PORT", "24622"))
 
 
 class Viewer:

@@ -103,6 +103,11 @@ class TestPublicNames(support.ThreadLeakCheck):
         for name in package.__all__:
             self.assertTrue(hasattr(package, name), name)
         self.assertIsInstance(package.__version__, str)
+        # A new release, not one the changelog already lists (3.0.0 spoke protocol 1).
+        with open(os.path.join(support.ROOT, "CHANGELOG.md"), encoding="utf-8") as changelog:
+            released = re.findall(r"^## \[([0-9.]+)\]", changelog.read(), re.M)
+        self.assertIn("3.0.0", released)
+        self.assertNotIn(package.__version__, released)
         # Every public class or function the package exposes is in __all__.
         exposed = {name for name, value in vars(package).items()
                    if not name.startswith("_") and (isinstance(value, type) or callable(value))}

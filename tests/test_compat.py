@@ -1,19 +1,23 @@
 """Drop-in for 2.0.0 where users meet it: a running 2.0.0 instance on the port, scripts that
 never trace(), max_clients, ports the system is using, 2.0.0's private names and wording."""
 
+import atexit
 import errno
 import io
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
 from contextlib import redirect_stderr
 from unittest import mock
 
-from Socket_Singleton import Socket_Singleton, _client, _tuning, _wire
+from Socket_Singleton import Socket_Singleton, _client, _handoff, _net, _outcome, _tuning, _wire
 
 from . import support
 from .support import FakeServer, LogWatcher, hand_off, in_process_host, legacy_host
@@ -121,6 +125,93 @@ class TestRunning200Instance(unittest.TestCase):
                                      "(it answers like an HTTP server)")
 
 
+# A stand-in for 2.0.0's listener, in a process of its own: bound without SO_REUSEADDR, it reads
+# one chunk of each connection and closes first. It prints its port, and exits when its stdin
+# closes.
+_CLOSES_FIRST = """
+import socket, sys, threading
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(16)
+def serve():
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(1024)
+threading.Thread(target=serve, daemon=True).start()
+print(listener.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+# A real 2.0.0 host on the port given, until its stdin closes.
+_HOST_200 = """
+import sys
+from Socket_Singleton import Socket_Singleton
+Socket_Singleton(port=int(sys.argv[1]))
+print("host", flush=True)
+sys.stdin.read()
+"""
+
+_venv_200 = []  # the python of a virtual environment with socket-singleton==2.0.0, once made
+
+
+def python_with_200(test):
+    """An interpreter with the real socket-singleton 2.0.0 installed (in a virtual environment
+    this test run creates), or skip the test when the package index cannot be reached."""
+    if not _venv_200:
+        directory = tempfile.mkdtemp(prefix="ss-200-")
+        atexit.register(shutil.rmtree, directory, True)
+        made = subprocess.run([sys.executable, "-m", "venv", directory],
+                              capture_output=True, timeout=10 * support.WAIT)
+        python = os.path.join(directory, "Scripts" if os.name == "nt" else "bin",
+                              "python.exe" if os.name == "nt" else "python")
+        installed = made.returncode == 0 and subprocess.run(
+            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+             "socket-singleton==2.0.0"], capture_output=True,
+            timeout=10 * support.WAIT).returncode == 0
+        _venv_200.append(python if installed else None)
+    if _venv_200[0] is None:
+        test.skipTest("pip could not install socket-singleton==2.0.0 (no package index?)")
+    return _venv_200[0]
+
+
+class TestNoTimeWaitLeftOnTheHoldersPort(unittest.TestCase):
+    """Upgrading while a 2.0.0 instance runs (issue 16): 2.0.0 closes each connection first, so
+    a launch that then closed cleanly left TIME-WAIT on 2.0.0's port, and since 2.0.0 binds
+    without SO_REUSEADDR, nothing could bind that port for a minute after the user quit it."""
+
+    LAUNCHES = 3
+
+    def test_after_a_listener_that_closes_first_the_next_launch_becomes_the_host(self):
+        holder = subprocess.Popen([sys.executable, "-c", _CLOSES_FIRST], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE)
+        self.addCleanup(support.end_by_stdin, holder)
+        port = int(holder.stdout.readline())
+        for _ in range(self.LAUNCHES):
+            self.assertEqual(hand_off(port, [ARG]).reason, "legacy")
+        support.end_by_stdin(holder)
+        self.assertEqual(holder.returncode, 0)
+        support.assert_port_free(self, port)  # as 2.0.0 binds, without SO_REUSEADDR
+        support.assert_becomes_host(self, port)
+
+    def test_after_a_real_200_host_quits_the_next_launch_becomes_the_host(self):
+        python = python_with_200(self)
+        port = support.free_port()
+        # Run from the environment's own directory: from the checkout, "-c" would import this
+        # copy of the library instead.
+        old = subprocess.Popen([python, "-c", _HOST_200, str(port)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, cwd=os.path.dirname(python),
+                               env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        self.addCleanup(support.end_by_stdin, old)
+        self.assertEqual(old.stdout.readline(), b"host\n")
+        for _ in range(self.LAUNCHES):
+            self.assertEqual(hand_off(port, [ARG]).reason, "legacy")
+        support.end_by_stdin(old)
+        self.assertEqual(old.returncode, 0)
+        support.assert_port_free(self, port)
+        support.assert_becomes_host(self, port)
+
+
 class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
     """2.0.0's most basic use: Socket_Singleton() and nothing else."""
 
@@ -160,6 +251,10 @@ class TestScriptsThatNeverTrace(support.ThreadLeakCheck):
         self.assertEqual((code, err), (0, ""))
 
 
+# Linux shows every TCP connection in /proc/net/tcp; a port-busy launch reads it.
+LINUX_TABLES = os.path.exists("/proc/net/tcp")
+
+
 class TestBusyPort(unittest.TestCase):
     """A fixed port the system is using, with nothing listening on it."""
 
@@ -172,11 +267,37 @@ class TestBusyPort(unittest.TestCase):
         self.assertTrue(stderr.startswith(
             "Socket_Singleton: 127.0.0.1:%d is in use but nothing listens on it. " % port),
             stderr)
+        return err
 
     def test_a_port_bound_but_not_listening(self):
         with socket.socket() as holder:
             holder.bind(("127.0.0.1", 0))
-            self.assert_busy(holder.getsockname()[1])
+            err = self.assert_busy(holder.getsockname()[1])
+        if LINUX_TABLES:
+            self.assertIn("yet it is in use: no connection on it is visible, so a socket is "
+                          "bound to it without listening", err.detail)
+
+    @unittest.skipUnless(LINUX_TABLES, "the platform does not show its TCP connections")
+    def test_connections_in_time_wait_are_counted(self):
+        # A listener without SO_REUSEADDR that closes first leaves TIME-WAIT on its port, which
+        # keeps even an SO_REUSEADDR bind off it on Linux.
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            port = listener.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", port), support.WAIT) as outgoing:
+                accepted, _ = listener.accept()
+                accepted.close()
+                self.assertEqual(outgoing.recv(1), b"")
+        err = self.assert_busy(port)
+        self.assertIn("yet it is in use: 1 connection that ended on it is in TIME-WAIT, which "
+                      "the system keeps for about 60 s after a connection closes", err.detail)
+        low, high = _net.ephemeral_range()
+        self.assertTrue(low <= port <= high)  # bound to port 0: the system picked it there
+        self.assertTrue(err.detail.endswith(
+            "; the port lies in this system's ephemeral range (%d-%d), from which outgoing "
+            "connections take their local ports: choose one outside it" % (low, high)),
+            err.detail)
 
     @unittest.skipUnless(hasattr(socket, "SO_REUSEADDR") and os.name == "posix",
                          "Windows lets an exclusive bind share a connection's local port")
@@ -189,7 +310,40 @@ class TestBusyPort(unittest.TestCase):
                 outgoing.connect(server.getsockname())
                 accepted, _ = server.accept()
                 with accepted:
-                    self.assert_busy(outgoing.getsockname()[1])
+                    err = self.assert_busy(outgoing.getsockname()[1])
+        if LINUX_TABLES:
+            self.assertIn("yet it is in use: a connection uses it as its local end (ESTAB), "
+                          "until that connection closes", err.detail)
+
+
+class TestPortBusySentences(unittest.TestCase):
+    """What a port-busy launch says, from what it found (_handoff.port_busy, without I/O)."""
+
+    def test_the_ephemeral_range_is_named_only_for_a_port_inside_it(self):
+        inside = _handoff.port_busy(50123, [], (32768, 60999)).detail
+        self.assertIn("the port lies in this system's ephemeral range (32768-60999)", inside)
+        for port in (24621, 32767, 61000):
+            self.assertNotIn("ephemeral", _handoff.port_busy(port, [], (32768, 60999)).detail)
+
+    def test_what_was_found_is_counted(self):
+        detail = _handoff.port_busy(24621, ["TIME-WAIT", "TIME-WAIT", "ESTAB"],
+                                    (32768, 60999)).detail
+        self.assertEqual(detail, "nothing listens on the port, yet it is in use: 2 connections "
+                         "that ended on it are in TIME-WAIT, which the system keeps for about "
+                         "60 s after a connection closes; a connection uses it as its local end "
+                         "(ESTAB), until that connection closes")
+
+    def test_a_platform_that_shows_nothing(self):
+        self.assertEqual(_handoff.port_busy(24621, None, None).detail,
+                         "nothing listens on the port, yet it is in use (by another program's "
+                         "connection, or held by the system for a while after one closed); "
+                         "choose a port outside the system's ephemeral range")
+
+    @unittest.skipUnless(os.path.exists("/proc/sys/net/ipv4/ip_local_port_range"), "not Linux")
+    def test_linux_ephemeral_range_is_read_from_the_system(self):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as setting:
+            expected = tuple(int(n) for n in setting.read().split())
+        self.assertEqual(_net.ephemeral_range(), expected)
 
 
 class TestPrivateNamesOf200(support.ThreadLeakCheck):
@@ -283,6 +437,48 @@ class TestMessages(unittest.TestCase):
         self.assertTrue(lines[0].startswith("app: launch to 127.0.0.1:%d" % port), lines[0])
 
 
+class TestWhatAFailedLaunchSays(unittest.TestCase):
+    """Each failed launch says first whether the arguments were sent, and calls the holder
+    "another instance" only when it answered as one."""
+
+    TIMEOUT = 0.5
+    SILENT = ("Socket_Singleton: the program on 127.0.0.1:%d did not answer. The arguments were "
+              "not sent: the program on the port accepted the connection but did not answer "
+              "within 0.5 s (an instance that is stopped or overloaded, or a program that does "
+              "not speak this protocol).")
+
+    @unittest.skipUnless(hasattr(signal, "SIGSTOP"), "no SIGSTOP")
+    def test_a_stopped_host(self):
+        host, port = support.start_host(self, support.config(0))
+        os.kill(host.proc.pid, signal.SIGSTOP)
+        self.addCleanup(os.kill, host.proc.pid, signal.SIGCONT)  # before stop(): added later
+        code, err = strict_launch([ARG], port, handoff_timeout=self.TIMEOUT)
+        self.assertEqual((code, err.strip()), (1, self.SILENT % port))
+
+    def test_a_web_server(self):
+        port = support.free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.addCleanup(support.kill, server)
+        self.assertIn(b"Serving HTTP", server.stdout.readline())
+        code, err = strict_launch([ARG], port, handoff_timeout=self.TIMEOUT)
+        self.assertEqual((code, err.strip()), (1, self.SILENT % port))
+        self.assertNotIn("another instance", err)
+
+    def test_only_a_host_that_answered_is_another_instance(self):
+        where = "127.0.0.1:24621"
+        unconfirmed = _outcome.Outcome("no-answer", "it did not", 4242, unconfirmed=True)
+        self.assertEqual(_outcome.exit_line(unconfirmed, where),
+                         "Socket_Singleton: another instance holds 127.0.0.1:24621. The "
+                         "arguments were sent but not acknowledged (they may have been "
+                         "delivered): it did not.")
+        refused = _outcome.Outcome("rejected", "too large", 4242)
+        self.assertEqual(_outcome.exit_line(refused, where),
+                         "Socket_Singleton: another instance holds 127.0.0.1:24621. The "
+                         "arguments were refused: too large.")
+
+
 class TestExactlyOnce(support.ThreadLeakCheck):
     """A launch whose acknowledgement is lost is retried, and delivered once."""
 
@@ -348,6 +544,9 @@ class TestRealCauses(unittest.TestCase):
         self.assertEqual(err.reason, "no-answer")
         self.assertIn("it may have been delivered", err.detail)
         self.assertNotIn("not delivered", str(err))
+        self.assertIs(err.unconfirmed, True)
+        self.assertIn(" The arguments were sent but not acknowledged (they may have been "
+                      "delivered): the launch reached a host", str(err))
 
 
 def losing_answers(lose):

@@ -213,5 +213,42 @@ class TestExampleTkOpenFiles(unittest.TestCase):
         self.assertEqual(in_view, everything[-len(in_view):])
 
 
+# Every system's ephemeral range (the local ports of outgoing connections): a fixed port inside
+# one is now and then busy ("port-busy").
+EPHEMERAL_RANGES = {"Linux": (32768, 60999), "Windows and macOS": (49152, 65535)}
+
+
+def default_ports(path):
+    """The default ports an example's source names: the second argument of each
+    ``os.environ.get("..._PORT", "N")``."""
+    with open(path, encoding="utf-8") as source:
+        tree = ast.parse(source.read(), path)
+    ports = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get" and len(node.args) == 2):
+            try:
+                name, default = (ast.literal_eval(arg) for arg in node.args)
+            except ValueError:  # not literals
+                continue
+            if str(name).endswith("_PORT"):
+                ports.append(int(default))
+    return ports
+
+
+class TestExamplePorts(unittest.TestCase):
+    def test_no_default_port_lies_in_an_ephemeral_range(self):
+        scripts = sorted(name for name in os.listdir(EXAMPLES) if name.endswith(".py"))
+        self.assertTrue(scripts)
+        for name in scripts:
+            ports = default_ports(os.path.join(EXAMPLES, name))
+            self.assertTrue(ports, "%s names no default port" % name)
+            for port in ports:
+                self.assertTrue(1024 <= port, "%s: port %d is privileged" % (name, port))
+                for system, (low, high) in EPHEMERAL_RANGES.items():
+                    self.assertFalse(low <= port <= high, "%s: port %d lies in the ephemeral "
+                                     "range of %s (%d-%d)" % (name, port, system, low, high))
+
+
 if __name__ == "__main__":
     unittest.main()

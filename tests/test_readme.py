@@ -1,7 +1,7 @@
 """The README's fenced code blocks, read from README.md at test time and run as written.
 
 Every ```python block runs in a real process (cwd a temporary directory, PYTHONPATH the
-checkout), with the README's port 50123 replaced by a port found at run time and nothing else
+checkout), with the README's port 24621 replaced by a port found at run time and nothing else
 changed. Every command in a ```bash block is checked against the repository; the command-line
 blocks run verbatim under bash, ``socket-singleton`` and ``python`` being this interpreter.
 A block this module does not recognise fails it, so a new block cannot go untested.
@@ -24,7 +24,7 @@ from Socket_Singleton import Socket_Singleton
 from . import support
 
 README = os.path.join(support.ROOT, "README.md")
-README_PORT = "50123"  # the port of the README's examples; tests use free ones
+README_PORT = "24621"  # the port of the README's examples; tests use free ones
 VENV = ".venv"  # the virtual environment the README's first commands make in the checkout
 FENCE = re.compile(r"^(\s*)```(.*)$")
 UNTAGGED = ("", "text")  # diagrams and other text: nothing to run
@@ -98,7 +98,7 @@ KINDS = {
     "open-with wrapper (bash)": (("bash",), lambda text: "exec python app.py" in text),
     "import": (("python",), lambda text: text.strip().startswith("from Socket_Singleton import")
                and "\n" not in text.strip()),
-    "smallest use": (("python",), lambda text: "Socket_Singleton(port=50123)" in text
+    "smallest use": (("python",), lambda text: "Socket_Singleton(port=24621)" in text
                      and ".trace(" not in text),
     "quick start app": (("python",), lambda text: ".trace(on_launch)" in text),
     "constructor signature": (("python", *UNTAGGED), lambda text: "*, deliver_empty" in text),
@@ -118,7 +118,7 @@ def kinds_of(block):
 
 def with_port(block, port, *places):
     """*block*'s text with the README's port replaced by *port*; *places* are the snippets where
-    the README uses it, one per occurrence (e.g. "port=50123")."""
+    the README uses it, one per occurrence (e.g. "port=24621")."""
     for place in places:
         if place not in block.text:
             raise AssertionError("%r no longer has %r" % (block, place))
@@ -272,6 +272,14 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
 
     # -- ```python blocks ---------------------------------------------------------------------
 
+    def test_the_readme_port_lies_outside_every_ephemeral_range(self):
+        from .test_examples import EPHEMERAL_RANGES
+
+        with open(README, encoding="utf-8") as readme:
+            self.assertIn("port=%s" % README_PORT, readme.read())
+        for system, (low, high) in EPHEMERAL_RANGES.items():
+            self.assertFalse(low <= int(README_PORT) <= high, system)
+
     def test_import_block(self):
         result = self.run_python(self.block("import").text)
         self.assertEqual((result.code, result.out, result.err), (0, "", ""), result)
@@ -279,12 +287,12 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
     def test_smallest_use_block(self):
         block = self.block("smallest use")
         # Alone, it is the host and ends with its script.
-        alone = self.run_python(with_port(block, support.free_port(), "port=50123"))
+        alone = self.run_python(with_port(block, support.free_port(), "port=24621"))
         self.assertEqual((alone.code, alone.out, alone.err), (0, "", ""), alone)
         # A second copy exits at once: a launch without arguments, handed to the running one.
         app, port = support.start_host(self, {"kwargs": {"port": support.free_port(),
                                                          "deliver_empty": True}})
-        second = self.run_python(with_port(block, port, "port=50123"))
+        second = self.run_python(with_port(block, port, "port=24621"))
         self.assertEqual((second.code, second.out, second.err), (0, "", ""), second)
         self.assertEqual(support.decode_args(app.wait_for("launch")), [])
 
@@ -300,7 +308,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         self.assertIn("/where/you/ran/it", printed)
 
         # Two terminals, each in a folder of its own where the block was saved as app.py.
-        text = with_port(block, support.free_port(), "port=50123")
+        text = with_port(block, support.free_port(), "port=24621")
         first, second = self.folder(), self.folder()
         for folder in (first, second):
             self.write(folder, "app.py", text)
@@ -334,7 +342,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
     def test_strict_false_block(self):
         block = self.block("strict=False")
         port = support.free_port()
-        text = with_port(block, port, "port=50123", "on port 50123.")
+        text = with_port(block, port, "port=24621", "on port 24621.")
         # What it prints against a host, as its comments say.
         reason = re.search(r'print\(err\.reason, err\.delivered\)\s+# e\.g\. "([^"]*)"', text)
         self.assertIsNotNone(reason, "the block no longer says what err.reason prints")
@@ -373,7 +381,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         expected = ast.literal_eval(sent.group(1)).split(b"\0")
         self.assertEqual(expected.pop(), b"", "the raw client's message should end with NUL")
         app, port = support.start_host(self, support.config(support.free_port()))
-        result = self.run_python(with_port(block, port, '("127.0.0.1", 50123)'))
+        result = self.run_python(with_port(block, port, '("127.0.0.1", 24621)'))
         self.assertEqual((result.code, result.out, result.err), (0, "", ""), result)
         event = app.wait_for("launch")
         self.assertEqual((support.decode_args(event), event["cwd"], event["pid"]),
@@ -396,7 +404,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
 
         def bash(line, port):
             return run(["bash", "-c", with_port(Block("bash", line, block.line), port,
-                                                "--port 50123")], here, block_env(shims))
+                                                "--port 24621")], here, block_env(shims))
 
         def arguments(line):
             words = shlex.split(line, comments=True)
@@ -434,8 +442,8 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         port = support.free_port()
         shims, first, second = self.shims(), self.folder(), self.folder()
         app_block = self.block("quick start app")
-        self.write(first, "app.py", with_port(app_block, port, "port=50123"))
-        self.write(first, "open-with.sh", with_port(block, port, "--port 50123"))
+        self.write(first, "app.py", with_port(app_block, port, "port=24621"))
+        self.write(first, "open-with.sh", with_port(block, port, "--port 24621"))
 
         # Nothing runs: the wrapper starts the application, which becomes the host.
         host = support.LineProcess(self, ["bash", "open-with.sh", "notes.txt"], first,
@@ -457,8 +465,8 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         shims, here = self.shims(), self.folder()
         foreign = support.FakeServer(self, support.FOREIGN_PROGRAMS["garbage"])
         self.write(here, "app.py", with_port(self.block("quick start app"), foreign.port,
-                                             "port=50123"))
-        self.write(here, "open-with.sh", with_port(block, foreign.port, "--port 50123"))
+                                             "port=24621"))
+        self.write(here, "open-with.sh", with_port(block, foreign.port, "--port 24621"))
         result = run(["bash", "open-with.sh", "notes.txt"], here, block_env(shims))
         # send's status for a foreign program, and the application was not started.
         self.assertEqual((result.code, result.out),
