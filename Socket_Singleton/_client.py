@@ -1,5 +1,6 @@
 """The launching side: take the port if it is free, else hand our arguments to its host."""
 
+import math
 import os
 import socket
 import time
@@ -21,8 +22,8 @@ _LONGEST_WAIT = 24 * 3600.0
 
 
 def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: "Optional[str]",
-          timeout: float, take: bool = True,
-          legacy: bool = False) -> "Union[socket.socket, Outcome]":
+          timeout: float, take: bool = True, legacy: bool = False,
+          extras: "Optional[_wire.Extras]" = None) -> "Union[socket.socket, Outcome]":
     """Become the host (returns the listening socket) or hand *args* to the host.
 
     Retries while the host is going away, so that a launch either becomes the next host or
@@ -32,7 +33,8 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
     *legacy*, a holder that closes without answering gets the arguments in the 2.0.0 form.
     """
     machine = _handoff.Handoff(args, secret, timeout, time.monotonic(),
-                                os.urandom(_wire.ID_SIZE), send=send, take=take, legacy=legacy)
+                                os.urandom(_wire.ID_SIZE), send=send, take=take, legacy=legacy,
+                                extras=extras or _wire.Extras(token=activation_token()))
     return _drive(machine, address, port)
 
 
@@ -124,6 +126,8 @@ def _exchange(machine: "_handoff.Handoff", sock: socket.socket, action: "_handof
               deadline: float) -> "_handoff.Action":
     """Send what the machine gives, read back what it expects, and tell it."""
     expect = action.expect
+    if action.endless:  # a launch that waits for its reply: no deadline but the user's Ctrl+C
+        deadline = math.inf
     if action.foreground is not None:
         # before the host's observers run: they may raise its window
         _net.allow_foreground(action.foreground)
@@ -201,6 +205,13 @@ def _set_timeout(sock: socket.socket, deadline: float) -> None:
     if remaining <= 0:
         raise socket.timeout("timed out")
     sock.settimeout(min(remaining, _LONGEST_WAIT))
+
+
+def activation_token() -> "Optional[str]":
+    """The token with which the desktop started this process (Wayland's
+    ``XDG_ACTIVATION_TOKEN``, X11 startup notification's ``DESKTOP_STARTUP_ID``): the running
+    instance needs it to raise its window on this launch's behalf."""
+    return os.environ.get("XDG_ACTIVATION_TOKEN") or os.environ.get("DESKTOP_STARTUP_ID")
 
 
 def _cwd() -> str:

@@ -25,8 +25,9 @@ from ._launch import Launch
 from ._outcome import Reason
 from ._sentinel import Sentinel
 
-SNIFF, PLAIN, HELLO, AWAIT_LAUNCH, DECIDING, WAITING, CLOSING, DONE = map(Sentinel, (
-    "SNIFF", "PLAIN", "HELLO", "AWAIT_LAUNCH", "DECIDING", "WAITING", "CLOSING", "DONE"))
+SNIFF, PLAIN, HELLO, AWAIT_LAUNCH, DECIDING, WAITING, AWAIT_REPLY, CLOSING, DONE = map(
+    Sentinel, ("SNIFF", "PLAIN", "HELLO", "AWAIT_LAUNCH", "DECIDING", "WAITING", "AWAIT_REPLY",
+               "CLOSING", "DONE"))
 
 
 # -- effects ---------------------------------------------------------------------------------
@@ -41,11 +42,11 @@ class Send:
 
 
 class Timer:
-    """Call ``timed_out()`` after *seconds* (replaces the previous timer)."""
+    """Call ``timed_out()`` after *seconds* (replaces the previous timer; ``None``: never)."""
 
     __slots__ = ("seconds",)
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: Optional[float]) -> None:
         self.seconds = seconds
 
 
@@ -107,8 +108,10 @@ class HostProtocol:
     the I/O thread reads next, atomic under the GIL."""
 
     def __init__(self, secret: Optional[str], pid: int, limits: Limits,
-                 urandom: Callable[[int], bytes] = os.urandom) -> None:
+                 urandom: Callable[[int], bytes] = os.urandom,
+                 identity: _wire.Identity = _wire.NUMBERED) -> None:
         self.secret = secret
+        self.identity = identity  # what a protocol-3 welcome announces
         self.pid = pid
         self.limits = limits
         self.urandom = urandom
@@ -156,11 +159,17 @@ class HostConnection:
         self._launch_id = b""
         self._framed = False  # the launch came framed: it is answered
         self._launch: Optional[Launch] = None  # the launch the host is deciding on, or has
+        self._identity: Optional[_wire.Identity] = None  # a protocol-3 client's (its hello)
 
     @property
     def waiting(self) -> bool:
         """Whether the answer waits for the observers."""
         return self.state == WAITING
+
+    @property
+    def launch_id(self) -> bytes:
+        """The id of the launch this connection carried (empty before one, or plain)."""
+        return self._launch_id
 
     @property
     def buffered(self) -> int:
@@ -174,7 +183,8 @@ class HostConnection:
     def receive(self, data: bytes) -> List[Effect]:
         out: List[Effect] = []
         host = self._host
-        if self.state in (WAITING, CLOSING, DECIDING):
+        if self.state in (WAITING, AWAIT_REPLY, CLOSING, DECIDING):
+            self._stopped_waiting()
             return self._drop(out, "sent data after its launch; dropped")
         if self.state == DONE:
             return out
@@ -198,12 +208,16 @@ class HostConnection:
             out.append(Log("closed in the middle of the hand-off; dropped", ()))
         elif self.state == AWAIT_LAUNCH:  # a status probe, or a client that would not trust us
             out.append(Log("closed after the welcome", warn=False))
+        elif self.state == AWAIT_REPLY:
+            self._stopped_waiting()
+            out.append(Log("stopped waiting for its reply", warn=False))
         # a client that gave up waiting: its launch stays queued
         self._end(out)
         return out
 
     def failed(self, message: str, *args: object) -> List[Effect]:
         """Reading or writing failed: drop the peer, saying why."""
+        self._stopped_waiting()
         return self._drop([], message, *args)
 
     def discard(self) -> None:
@@ -252,6 +266,15 @@ class HostConnection:
         self._host.settled(self._launch_id, reason)
         if self.state == WAITING:
             self._acknowledge(out, reason, _RELEASED if reason == Reason.RETRY else "")
+        return out
+
+    def replied(self) -> List[Effect]:
+        """A reply was made for this connection's launch (``Launch.reply``)."""
+        out: List[Effect] = []
+        if self.state == AWAIT_REPLY:
+            self._send_reply(out)
+            self.state = CLOSING
+            out.append(Timer(self._host.limits.peer_deadline))
         return out
 
     def abandon(self) -> List[Effect]:
@@ -303,19 +326,24 @@ class HostConnection:
     def _on_frame(self, out: List[Effect], kind: bytes, payload: bytes) -> None:
         host = self._host
         if self.state == HELLO:
-            if kind != _wire.HELLO or len(payload) != _wire.NONCE_SIZE:
+            if kind != _wire.HELLO:
                 raise _wire.ProtocolError("expected a hello")
+            self._client_nonce, self._identity = _wire.decode_hello(payload)
             if host.releasing:
                 self._acknowledge(out, Reason.RETRY, "the host is releasing the port")
                 return
-            self._client_nonce = payload
             self._host_nonce = host.urandom(_wire.NONCE_SIZE)
             host_proof = b""
             if host.secret is not None:
                 host_proof = _wire.proof(host.secret, b"host", self._client_nonce,
                                          self._host_nonce)
-            out.append(Send(_wire.encode_welcome(host.pid, host.limits.message,
-                                                   self._host_nonce, host_proof)))
+            if self._identity is None:
+                welcome = _wire.encode_welcome(host.pid, host.limits.message, self._host_nonce,
+                                               host_proof)
+            else:
+                welcome = _wire.encode_welcome3(host.pid, host.limits.message,
+                                                self._host_nonce, host_proof, host.identity)
+            out.append(Send(welcome))
             self.state = AWAIT_LAUNCH
             return
         if kind == _wire.BYE:  # the client found that we failed its secret check
@@ -327,8 +355,13 @@ class HostConnection:
         if kind != _wire.LAUNCH:
             raise _wire.ProtocolError("expected a launch")
         proof_size = _wire.PROOF_SIZE if host.secret is not None else 0
-        client_proof, launch_id, pid, cwd, args = _wire.decode_launch(
-            payload, proof_size, host.limits.max_args, host.limits.errors)
+        extras = None
+        if self._identity is None:
+            client_proof, launch_id, pid, cwd, args = _wire.decode_launch(
+                payload, proof_size, host.limits.max_args, host.limits.errors)
+        else:
+            client_proof, launch_id, pid, cwd, args, extras = _wire.decode_launch3(
+                payload, proof_size, host.limits.max_args, host.limits.errors)
         if host.secret is not None:
             expected = _wire.proof(host.secret, b"client", self._host_nonce,
                                    self._client_nonce)
@@ -336,8 +369,13 @@ class HostConnection:
                 out.append(Log("client verification failed; launch ignored", ()))
                 self._acknowledge(out, Reason.REJECTED, "the secret does not match the host's")
                 return
+        if self._identity is not None and self._identity.app_id and self._identity != host.identity:
+            # the client checks our welcome first: only a broken one gets here
+            out.append(Log("a launch of another application or user; refused", ()))
+            self._acknowledge(out, Reason.REJECTED, "this host serves another application")
+            return
         self._framed = True
-        self._launched(out, Launch(args, cwd or None, pid, launch_id, framed=True))
+        self._launched(out, Launch(args, cwd or None, pid, launch_id, True, extras))
 
     def _plain_complete(self, out: List[Effect]) -> None:
         secret = self._host.secret
@@ -382,9 +420,31 @@ class HostConnection:
         self._acknowledge(out, reason, _RELEASED if reason == Reason.RETRY else "")
 
     def _acknowledge(self, out: List[Effect], reason: str, detail: str = "") -> None:
-        self.state = CLOSING
-        out.append(Timer(self._host.limits.peer_deadline))
+        """Send the acknowledgement, preceded by the launch's reply if one was made; a launch
+        that waits for its reply and has none yet keeps its connection (AWAIT_REPLY)."""
+        launch = self._launch
+        taken = launch is not None and reason in (Reason.DELIVERED, Reason.QUEUED)
+        replied = taken and self._send_reply(out)
         out.append(Send(_wire.encode_ack(_wire.STATUS[reason], detail)))
+        if taken and not replied and launch is not None and launch._wait:
+            self.state = AWAIT_REPLY
+            out.append(Timer(None))  # it waits as long as its launch does
+        else:
+            self.state = CLOSING
+            out.append(Timer(self._host.limits.peer_deadline))
+
+    def _send_reply(self, out: List[Effect]) -> bool:
+        """Send the launch's reply if one was made (protocol 3 only)."""
+        launch = self._launch
+        reply = launch._reply_made() if launch is not None and launch._can_reply else None
+        if reply is None:
+            return False
+        out.append(Send(_wire.encode_reply(reply[1], reply[0])))
+        return True
+
+    def _stopped_waiting(self) -> None:
+        if self.state == AWAIT_REPLY and self._launch is not None:
+            self._launch._cancel()
 
     def _drop(self, out: List[Effect], message: str, *args: object) -> List[Effect]:
         out.append(Log(message, args))

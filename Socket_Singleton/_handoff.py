@@ -45,14 +45,17 @@ class Connect:
 
 class Exchange:
     """Send *data*, then read what *expect* names (``BANNER``, ``FRAME`` or ``NOTHING``).
-    *foreground*: a host's pid that may take the foreground first (before the launch)."""
+    *foreground*: a host's pid that may take the foreground first (before the launch).
+    *endless*: the read has no deadline (a launch that waits for its reply)."""
 
-    __slots__ = ("data", "expect", "foreground")
+    __slots__ = ("data", "endless", "expect", "foreground")
 
-    def __init__(self, data: bytes, expect: Sentinel, foreground: "Optional[int]" = None) -> None:
+    def __init__(self, data: bytes, expect: Sentinel, foreground: "Optional[int]" = None,
+                 endless: bool = False) -> None:
         self.data = data
         self.expect = expect
         self.foreground = foreground
+        self.endless = endless
 
 
 class Verified:
@@ -104,9 +107,11 @@ _GONE = Sentinel("GONE")  # closed after the banner, or answered "retry": a host
 _LOST = Sentinel("LOST")  # as _GONE, after our launch left: the host may hold it (it knows the id)
 
 # Phases of one connection.
-_CONNECTING, _GREETING, _HELLOING, _VERIFIED, _LAUNCHING, _PLAIN_CONNECTING, _PLAIN_SENDING = map(
-    Sentinel, ("CONNECTING", "GREETING", "HELLOING", "VERIFIED", "LAUNCHING", "PLAIN_CONNECTING",
-            "PLAIN_SENDING"))
+(_CONNECTING, _GREETING, _HELLOING, _VERIFIED, _LAUNCHING, _AWAITING_REPLY, _PLAIN_CONNECTING,
+ _PLAIN_SENDING) = map(Sentinel, (
+     "CONNECTING", "GREETING", "HELLOING", "VERIFIED", "LAUNCHING", "AWAITING_REPLY",
+     "PLAIN_CONNECTING", "PLAIN_SENDING"))
+_NO_EXTRAS = _wire.Extras()
 
 
 class Handoff:
@@ -119,8 +124,16 @@ class Handoff:
     def __init__(self, args: "Tuple[str, ...]", secret: "Optional[str]", timeout: float,
                  now: float, launch_id: bytes = b"", send: bool = True, take: bool = True,
                  legacy: bool = False, probe: bool = False,
-                 urandom: "Callable[[int], bytes]" = os.urandom) -> None:
+                 urandom: "Callable[[int], bytes]" = os.urandom,
+                 extras: "_wire.Extras" = _NO_EXTRAS,
+                 identity: "_wire.Identity" = _wire.NUMBERED) -> None:
         self._args = args
+        self._extras = extras
+        self._identity = identity
+        self._v2 = False  # the host speaks protocol 2 (it refused our protocol-3 hello)
+        self._reply: Optional[Tuple[int, str]] = None  # (status, text) once replied
+        self._note = ""  # what the host could not take, said in the outcome
+        self._waited = ""  # the acknowledgement after which the launch waits for its reply
         self._secret = secret
         self._timeout = timeout
         self.deadline = now + timeout
@@ -188,11 +201,22 @@ class Handoff:
         if data != _wire.BANNER:
             return self._ended(_foreign(_wire.describe_answer(data)), now)
         self._phase = _HELLOING
-        return Exchange(_wire.frame(_wire.HELLO, self._client_nonce), FRAME)
+        identity = None if self._v2 else self._identity
+        return Exchange(_wire.encode_hello(self._client_nonce, identity), FRAME)
 
     def frame(self, kind: bytes, payload: bytes, now: float) -> "Action":
         if self._phase == _HELLOING:
             return self._welcomed(kind, payload, now)
+        if kind == _wire.REPLY and not self._v2 and self._reply is None:
+            try:
+                self._reply = _wire.decode_reply(payload)
+            except _wire.ProtocolError as err:
+                return self._ended(Outcome(Reason.REJECTED, str(err), self._pid), now)
+            if self._phase == _AWAITING_REPLY:
+                return self._done(self._outcome(Reason.DELIVERED, ""))
+            return Exchange(b"", FRAME)  # its acknowledgement follows
+        if self._phase == _AWAITING_REPLY:
+            return self._done(self._no_reply("it answered out of turn"))
         if kind != _wire.ACK:
             return self._ended(Outcome(Reason.REJECTED, "the running instance answered out "
                                        "of turn", self._pid), now)
@@ -205,13 +229,23 @@ class Handoff:
             return self._ended(_GONE, now)
         if reason == Reason.REJECTED and not detail:
             detail = "refused by the running instance"
-        return self._ended(Outcome(reason, detail, self._pid), now)
+        if (self._extras.wait and self._reply is None
+                and reason in (Reason.DELIVERED, Reason.QUEUED)):
+            self._phase = _AWAITING_REPLY
+            self._waited = reason
+            return Exchange(b"", FRAME, endless=True)
+        return self._ended(self._outcome(reason, detail), now)
 
     def launch(self, pid: int, cwd: str) -> "Action":
         """After a VERIFIED host: this process's pid and working directory."""
-        message = _wire.encode_launch(self._client_proof, self._launch_id, pid, cwd, self._args)
+        if self._v2:
+            message = _wire.encode_launch(self._client_proof, self._launch_id, pid, cwd,
+                                          self._args)
+        else:
+            message = _wire.encode_launch3(self._client_proof, self._launch_id, pid, cwd,
+                                           self._args, self._extras)
         size = _wire.launch_fields_size(len(message) - _wire.HEADER_SIZE,
-                                        len(self._client_proof))
+                                        len(self._client_proof), not self._v2)
         if size > self._limit:
             why = "the arguments take %d bytes; the running instance accepts at most %d" \
                 % (size, self._limit)
@@ -228,6 +262,8 @@ class Handoff:
 
     def closed(self, now: float) -> "Action":
         """The peer closed cleanly before answering in full."""
+        if self._phase == _AWAITING_REPLY:
+            return self._done(self._no_reply("it closed the connection"))
         if self._phase == _GREETING:
             return self._ended(_SILENT, now)
         if self._phase == _LAUNCHING:
@@ -237,6 +273,8 @@ class Handoff:
     def failed(self, err: OSError, now: float) -> "Action":
         """An I/O call failed (not a timeout)."""
         phase = self._phase
+        if phase == _AWAITING_REPLY:
+            return self._done(self._no_reply(str(err)))
         if phase == _LAUNCHING:
             return self._ended(_LOST, now)
         if phase == _PLAIN_SENDING:
@@ -307,12 +345,25 @@ class Handoff:
     def _welcomed(self, kind: bytes, payload: bytes, now: float) -> "Action":
         if kind == _wire.ACK and payload[:1] == _wire.RETRY:
             return self._ended(_GONE, now)  # a host that is releasing answers with "retry"
+        if (kind == _wire.ACK and not self._v2
+                and payload == _wire.REJECTED + b"protocol error: expected a hello"):
+            self._v2 = True  # a host of protocol 2 (4.0.0): ask again in its protocol
+            return self._round()
         if kind != _wire.WELCOME:
             return self._ended(_foreign("it answered out of turn"), now)
         try:
-            pid, limit, needs_secret, host_nonce, host_proof = _wire.decode_welcome(payload)
+            if self._v2:
+                pid, limit, needs_secret, host_nonce, host_proof = _wire.decode_welcome(payload)
+                identity = _wire.NUMBERED
+            else:
+                pid, limit, needs_secret, host_nonce, host_proof, identity = \
+                    _wire.decode_welcome3(payload)
         except _wire.ProtocolError as err:
             return self._ended(_foreign(str(err)), now)
+        if self._identity.app_id and identity != self._identity:
+            return self._done(Outcome(Reason.FOREIGN, "the host on the port serves another "
+                                      "application or user (%s)" % _describe(identity), pid),
+                              self._bye("another application"))
         secret = self._secret
         problem = ""
         if needs_secret and secret is None:
@@ -326,6 +377,13 @@ class Handoff:
             return self._done(Outcome(Reason.SECRET_MISMATCH, problem, pid), self._bye(problem))
         if self._probe:
             return self._done(Outcome(Reason.HOST, "a Socket_Singleton host answered", pid))
+        if self._v2 and self._extras.wait:
+            why = ("the running instance speaks protocol 2 (socket-singleton 4.0.0), which "
+                   "cannot reply; wait=True needs protocol 3")
+            return self._done(Outcome(Reason.UNSUPPORTED, why, pid), self._bye(why))
+        if self._v2 and self._extras.env is not None:
+            self._note = ("; the environment was not forwarded: the running instance speaks "
+                          "protocol 2 (socket-singleton 4.0.0)")
         self._pid = pid
         self._limit = limit
         self._host_nonce = host_nonce
@@ -333,6 +391,17 @@ class Handoff:
             self._client_proof = _wire.proof(secret, b"client", host_nonce, self._client_nonce)
         self._phase = _VERIFIED
         return Verified(pid)
+
+    def _outcome(self, reason: str, detail: str) -> Outcome:
+        outcome = Outcome(reason, detail + self._note if detail else self._note[2:], self._pid)
+        if self._reply is not None:
+            outcome.reply_status, outcome.reply_text = self._reply
+        return outcome
+
+    def _no_reply(self, why: str) -> Outcome:
+        return Outcome(Reason.NO_REPLY, "the running instance %s the launch, then ended before "
+                       "it replied (%s)" % ("delivered" if self._waited == Reason.DELIVERED
+                                            else "queued", why), self._pid)
 
     def _bye(self, why: str) -> bytes:
         """Tell the host why we give up, so that a host with ``verbose=True`` can log it."""
@@ -392,6 +461,12 @@ class Handoff:
         if result == _RESET:
             return self._done(_foreign_resetter())
         return self._done(Outcome(Reason.NOT_RUNNING, "the host on the port is releasing it"))
+
+
+def _describe(identity: "_wire.Identity") -> str:
+    if not identity.app_id:
+        return "a host without an application id"
+    return "%s, %s scope" % (identity.app_id, identity.scope)
 
 
 def _local_error(err: OSError) -> Outcome:

@@ -10,6 +10,7 @@ or the host took the launch back as it stops)."""
 from __future__ import annotations
 
 import _thread
+import math
 import os
 import selectors
 import socket
@@ -72,6 +73,8 @@ class Listener:
         self._conns: Set[_Connection] = set()
         self._awaiting: Dict[bytes, _Connection] = {}  # launch id -> connection whose answer waits
         self._settled: Deque[Tuple[Launch, str]] = deque()  # from other threads: see settle()
+        self._replying: Dict[bytes, _Connection] = {}  # launch id -> connection (protocol 3)
+        self._replies: Deque[Launch] = deque()  # from other threads: see replied()
         # Closed: set, then the gate released, as the I/O thread's last act (see wait_closed).
         self._closed = False
         self._gate = _thread.allocate_lock()
@@ -120,6 +123,11 @@ class Listener:
         back as the host stops). Any thread, a signal handler included: takes no lock."""
         # A deque appended here and popped by the I/O thread: both are atomic under the GIL.
         self._settled.append((launch, reason))
+        self._wake()
+
+    def replied(self, launch: Launch) -> None:
+        """``Launch.reply`` was called (any thread): the launch's connection sends it."""
+        self._replies.append(launch)
         self._wake()
 
     def delivered(self, launch: Launch) -> None:
@@ -203,7 +211,7 @@ class Listener:
         self._handle_settled()
 
     def _next_timeout(self) -> Optional[float]:
-        deadlines = [conn.deadline for conn in self._conns]
+        deadlines = [conn.deadline for conn in self._conns if conn.deadline != math.inf]
         for moment in (self._accept_again_at, self._close_at):
             if moment is not None:
                 deadlines.append(moment)
@@ -311,7 +319,8 @@ class Listener:
                 conn.out += effect.data
                 self._flush(conn)
             elif isinstance(effect, Timer):
-                conn.deadline = time.monotonic() + effect.seconds
+                seconds = effect.seconds
+                conn.deadline = math.inf if seconds is None else time.monotonic() + seconds
             elif isinstance(effect, Log):
                 log = _log.warning if effect.warn else _log.debug
                 log(self._verbose, "peer %s: " + effect.message, conn.peer, *effect.args)
@@ -322,6 +331,9 @@ class Listener:
 
     def _launched(self, conn: _Connection, launch: Launch) -> List[_connection.Effect]:
         """Hand a whole launch to the host; the machine answers as the host decided."""
+        if launch._can_reply:
+            self._replying[launch._id] = conn
+            launch._on_reply = self.replied
         decision = self._admit(launch)
         if decision.wait:
             conn.awaited = launch._id
@@ -349,6 +361,9 @@ class Listener:
         self._conns.discard(conn)
         if conn.awaited:
             self._awaiting.pop(conn.awaited, None)
+        launch_id = conn.machine.launch_id
+        if launch_id and self._replying.get(launch_id) is conn:
+            del self._replying[launch_id]
         conn.machine.discard()
         self._unregister(conn.sock)
         if not conn.peer_closed:
@@ -357,6 +372,10 @@ class Listener:
         self._resume_accepting()
 
     def _handle_settled(self) -> None:
+        while self._replies:
+            conn = self._replying.get(self._replies.popleft()._id)
+            if conn is not None:
+                self._apply(conn, conn.machine.replied())
         while self._settled:
             launch, reason = self._settled.popleft()
             conn = self._awaiting.pop(launch._id, None)

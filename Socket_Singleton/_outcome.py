@@ -28,6 +28,8 @@ class Reason:
     UNSENDABLE = "unsendable"  # an argument that cannot be sent (a NUL, a lone surrogate)
     NOT_RUNNING = "not-running"  # nothing listens on the port (only when not taking it: the CLI)
     HOST = "host"  # probe(): a Socket_Singleton host answered
+    UNSUPPORTED = "unsupported"  # the host speaks an older protocol that lacks what was asked
+    NO_REPLY = "no-reply"  # wait=True: the host took the launch, then ended before replying
 
 
 class Outcome:
@@ -35,7 +37,7 @@ class Outcome:
     host that answered as one), and *unconfirmed*: the arguments were sent but no acknowledgement
     came, so they may have been delivered."""
 
-    __slots__ = ("detail", "host_pid", "reason", "unconfirmed")
+    __slots__ = ("detail", "host_pid", "reason", "reply_status", "reply_text", "unconfirmed")
 
     def __init__(self, reason: str, detail: str = "", host_pid: "int | None" = None,
                  unconfirmed: bool = False) -> None:
@@ -43,6 +45,8 @@ class Outcome:
         self.detail = detail
         self.host_pid = host_pid
         self.unconfirmed = unconfirmed
+        self.reply_text: str | None = None  # the running instance's reply, if it made one
+        self.reply_status: int | None = None
 
     def __repr__(self) -> str:
         return "Outcome(%r, %r, %r, unconfirmed=%r)" % (self.reason, self.detail, self.host_pid,
@@ -67,6 +71,8 @@ _EXPLANATIONS = {
     Reason.LOCAL_ERROR: "The arguments were not sent: {detail}.",
     Reason.NOT_RUNNING: "The arguments were not sent: {detail}.",
     Reason.UNSENDABLE: "The arguments were not sent: {detail}.",
+    Reason.UNSUPPORTED: "The arguments were not sent: {detail}.",
+    Reason.NO_REPLY: "The arguments were sent and taken, but no reply came: {detail}.",
 }
 _UNCONFIRMED = ("The arguments were sent but not acknowledged (they may have been delivered): "
                 "{detail}.")
@@ -106,7 +112,9 @@ class MultipleSingletonsError(Exception):
     Attributes: ``address``, ``port``, ``reason`` (one of the module's reason strings),
     ``delivered`` (whether the host accepted the arguments), ``detail`` (a sentence for
     humans), ``host_pid`` (the host's process id when it told us, else ``None``) and
-    ``unconfirmed`` (the arguments were sent but not acknowledged: they may have been delivered).
+    ``unconfirmed`` (the arguments were sent but not acknowledged: they may have been delivered);
+    ``reply_text`` and ``reply_status``: the running instance's reply (``Launch.reply``), or
+    ``None`` when it made none.
     """
 
     def __init__(
@@ -117,8 +125,12 @@ class MultipleSingletonsError(Exception):
         detail: str = "",
         host_pid: "int | None" = None,
         unconfirmed: bool = False,
+        reply_text: "str | None" = None,
+        reply_status: "int | None" = None,
     ) -> None:
         self.address = address
+        self.reply_text = reply_text
+        self.reply_status = reply_status
         self.port = port
         self.reason = reason
         self.detail = detail
@@ -133,4 +145,4 @@ class MultipleSingletonsError(Exception):
 
     def __reduce__(self) -> "tuple[object, ...]":
         return (type(self), (self.address, self.port, self.reason, self.detail, self.host_pid,
-                             self.unconfirmed))
+                             self.unconfirmed, self.reply_text, self.reply_status))

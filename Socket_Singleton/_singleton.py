@@ -9,7 +9,7 @@ from ._outcome import MultipleSingletonsError, Reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds, and a launch that is turned away never needs it
-    from typing import Any, Callable, Iterator, NoReturn, Optional, Tuple
+    from typing import Any, Callable, Dict, Iterable, Iterator, NoReturn, Optional, Tuple, Union
 
     from ._dispatch import Dispatcher
     from ._host import Host
@@ -49,6 +49,34 @@ def _check_seconds(name: str, value: object, allow_zero: bool) -> float:
     return value
 
 
+def _check_forward_env(value: "Union[bool, Iterable[str]]") -> "Union[bool, Tuple[str, ...]]":
+    if isinstance(value, bool):
+        return value
+    try:
+        if isinstance(value, str):
+            raise TypeError
+        names = tuple(value)
+    except TypeError:
+        raise TypeError("forward_env must be True, False or a list of variable names, not %s"
+                        % type(value).__name__) from None
+    for name in names:
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            raise ValueError("forward_env: %r is not an environment variable's name" % (name,))
+    return names
+
+
+def _environment(forward: "Union[bool, Tuple[str, ...]]") -> "Optional[Dict[str, str]]":
+    """What ``forward_env`` sends: all of this process's environment, the named variables it
+    has, or nothing (``None``). Windows' hidden ``=C:`` entries are not variables."""
+    if forward is False:
+        return None
+    import os
+
+    if forward is True:
+        return {k: v for k, v in os.environ.items() if k and not k.startswith("=")}
+    return {name: os.environ[name] for name in forward if name in os.environ}
+
+
 def _spawned_child() -> bool:
     """Whether multiprocessing is re-running the main module in a child it started (spawn,
     forkserver), where the module's top level must not act as a launch."""
@@ -84,6 +112,8 @@ class Socket_Singleton:
         deliver_empty: bool = False,
         handoff_timeout: float = 2.0,
         legacy_handoff: bool = False,
+        wait: bool = False,
+        forward_env: "Union[bool, Iterable[str]]" = False,
     ) -> None:
         if not isinstance(address, str):
             raise TypeError("address must be a str, not %s" % type(address).__name__)
@@ -109,6 +139,8 @@ class Socket_Singleton:
         self.deliver_empty = bool(deliver_empty)
         self.handoff_timeout = _check_seconds("handoff_timeout", handoff_timeout, False)
         self.legacy_handoff = bool(legacy_handoff)
+        self.wait = bool(wait)
+        self.forward_env = _check_forward_env(forward_env)
         if self.legacy_handoff and secret is not None:
             raise ValueError("legacy_handoff cannot be combined with a secret: the 2.0.0 form "
                              "would send the secret in the clear to a program that never "
@@ -118,8 +150,16 @@ class Socket_Singleton:
 
         if _spawned_child():
             return  # inert: not the host, nothing sent (multiprocessing's spawn, forkserver)
-        claimed = _client.claim(address, self.port, self.client, tuple(sys.argv[1:]), secret,
-                                self.handoff_timeout, legacy=self.legacy_handoff)
+        extras = _wire.Extras(self.wait, _client.activation_token(),
+                              _environment(self.forward_env))
+        try:
+            claimed = _client.claim(address, self.port, self.client, tuple(sys.argv[1:]),
+                                    secret, self.handoff_timeout, legacy=self.legacy_handoff,
+                                    extras=extras)
+        except KeyboardInterrupt:
+            if self.strict and self.wait:  # Ctrl+C while waiting: the shell's convention
+                raise SystemExit(130) from None
+            raise
         if isinstance(claimed, _outcome.Outcome):
             self._turned_away(claimed)
         from . import _host  # only a host loads it: a launch turned away never does
@@ -137,11 +177,16 @@ class Socket_Singleton:
             _log.warning(self.verbose, "launch to %s ended %s: %s", where, outcome.reason,
                          outcome.detail or outcome.reason)
         if self.strict:
+            if outcome.reply_status is not None:  # the running instance answered
+                sys.stdout.write(outcome.reply_text or "")
+                sys.stdout.flush()
+                raise SystemExit(outcome.reply_status)
             if outcome.reason in _outcome.SUCCESS:
                 raise SystemExit
             raise SystemExit(_outcome.exit_line(outcome, where))
         raise MultipleSingletonsError(self.address, self.port, outcome.reason,
-                                      outcome.detail, outcome.host_pid, outcome.unconfirmed)
+                                      outcome.detail, outcome.host_pid, outcome.unconfirmed,
+                                      outcome.reply_text, outcome.reply_status)
 
     def _policy(self, clients: int, args: "Tuple[str, ...]") -> "Admission":
         """The host's policy for one launch (run on the listener's thread): 2.0.0's parameters,

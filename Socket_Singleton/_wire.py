@@ -13,7 +13,7 @@ import sys
 
 from ._outcome import Reason
 
-VERSION = 2
+VERSION = 3  # the newest protocol this release speaks; it also speaks 2 (see the README)
 
 # The client's first bytes, sent alone: a 2.0.0 host reads one chunk of at most 1024 bytes and
 # hands every non-empty NUL-separated piece to its observers, so it sees nothing at all from us;
@@ -21,13 +21,16 @@ VERSION = 2
 # the client tells it from a host that died.
 PREAMBLE = b"\0" * 1024
 # The host's answer to the preamble; only then does the client send its hello.
-BANNER = b"Socket_Singleton/%d\n" % VERSION
+# Protocol 2's line, kept by protocol 3: a protocol-2 launch compares it byte for byte. A
+# protocol-3 launch says so in its hello, which is longer than protocol 2's.
+BANNER = b"Socket_Singleton/2\n"
 
-HELLO = b"H"  # client -> host: client nonce
-WELCOME = b"W"  # host -> client: pid, size limit, flags, host nonce, [host proof]
-LAUNCH = b"L"  # client -> host: [client proof], launch id, pid, argc, cwd NUL, arg NUL ...
+HELLO = b"H"  # client -> host: client nonce [, version 3, identity]
+WELCOME = b"W"  # host -> client: pid, size limit, flags, host nonce, [host proof] [, 3, identity]
+LAUNCH = b"L"  # client -> host: [client proof], launch id, pid, [flags,] argc, [envc,] fields
 ACK = b"A"  # host -> client: status byte, UTF-8 detail
 BYE = b"B"  # client -> host, instead of a launch: UTF-8 reason (the host failed the secret check)
+REPLY = b"P"  # host -> client (protocol 3): exit status (4 bytes, signed), UTF-8 text
 
 HEADER_SIZE = 5  # type (1 byte), payload length (4 bytes, big-endian)
 _WELCOME_HEAD = 9  # pid (4), limit (4), flags (1)
@@ -39,6 +42,10 @@ NONCE_SIZE = 16
 MAX_ARGS = 256 * 1024
 PROOF_SIZE = 32
 FLAG_SECRET = 1
+TAG_SIZE = 8  # a user tag: tells one user's host from another's without naming the user
+MAX_REPLY = 1024 * 1024  # bytes of a reply's text
+# Launch flags (protocol 3).
+FLAG_WAIT, FLAG_TOKEN, FLAG_ENV = 1, 2, 4
 
 # Acknowledgement statuses.
 DELIVERED = b"D"  # the observers have been called for this launch
@@ -150,15 +157,16 @@ def encode_launch(client_proof: bytes, launch_id: bytes, pid: int, cwd: str,
     return frame(LAUNCH, client_proof + head + body)
 
 
-def launch_fields_size(payload_size: int, proof_size: int) -> int:
+def launch_fields_size(payload_size: int, proof_size: int, v3: bool = False) -> int:
     """The bytes of a LAUNCH payload that the host's announced limit counts: the fields
-    (working directory and arguments, with their NULs), not the proof, id, pid or argc."""
-    return payload_size - proof_size - _LAUNCH_HEAD
+    (working directory, arguments and, in protocol 3, token and environment, with their NULs),
+    not the proof, id, pid, flags or counts."""
+    return payload_size - proof_size - (_LAUNCH3_HEAD if v3 else _LAUNCH_HEAD)
 
 
 def launch_frame_limit(limit: int) -> int:
     """The largest LAUNCH payload a host with this announced limit accepts."""
-    return limit + PROOF_SIZE + _LAUNCH_HEAD
+    return limit + PROOF_SIZE + _LAUNCH3_HEAD
 
 
 def decode_launch(payload: bytes, proof_size: int, max_args: int = MAX_ARGS,
@@ -190,6 +198,169 @@ def decode_ack(payload: bytes) -> "tuple[bytes, str]":
     if status not in ACK_STATUSES:
         raise ProtocolError("unknown acknowledgement %r" % status)
     return status, payload[1:].decode("utf-8", "replace")
+
+
+# -- protocol 3 ------------------------------------------------------------------------------
+
+class Identity:
+    """Whose host a protocol-3 peer is: the application's id ("" for a port given by number),
+    its scope (``"machine"`` or ``"user"``) and, for ``"user"``, the user's tag."""
+
+    __slots__ = ("app_id", "scope", "tag")
+
+    def __init__(self, app_id: str = "", scope: str = "machine", tag: bytes = b"") -> None:
+        self.app_id = app_id
+        self.scope = scope
+        self.tag = tag if scope == "user" else b""
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Identity) and self.app_id == other.app_id
+                and self.scope == other.scope and self.tag == other.tag)
+
+    def __hash__(self) -> int:
+        return hash((self.app_id, self.scope, self.tag))
+
+    def __repr__(self) -> str:
+        return "Identity(%r, %r, %r)" % (self.app_id, self.scope, self.tag)
+
+
+NUMBERED = Identity()
+_SCOPES = ("machine", "user")
+
+
+def _encode_identity(identity: Identity) -> bytes:
+    app_id = identity.app_id.encode("ascii")
+    tag = identity.tag.ljust(TAG_SIZE, b"\0")[:TAG_SIZE]
+    return bytes((3, len(app_id))) + app_id + bytes((_SCOPES.index(identity.scope),)) + tag
+
+
+def _decode_identity(data: bytes) -> Identity:
+    """*data*: the version byte (3) and what follows it, exactly."""
+    if len(data) < 2 or data[0] != 3:
+        raise ProtocolError("not a protocol-3 identity")
+    size = data[1]
+    if len(data) != 2 + size + 1 + TAG_SIZE:
+        raise ProtocolError("identity has the wrong length")
+    try:
+        app_id = data[2:2 + size].decode("ascii")
+        scope = _SCOPES[data[2 + size]]
+    except (UnicodeDecodeError, IndexError):
+        raise ProtocolError("malformed identity") from None
+    return Identity(app_id, scope, data[3 + size:])
+
+
+def encode_hello(nonce: bytes, identity: "Identity | None") -> bytes:
+    """Protocol 2's hello (the nonce) when *identity* is None, else protocol 3's."""
+    return frame(HELLO, nonce if identity is None else nonce + _encode_identity(identity))
+
+
+def decode_hello(payload: bytes) -> "tuple[bytes, Identity | None]":
+    """Return ``(nonce, identity)``; the identity is None for a protocol-2 hello."""
+    if len(payload) < NONCE_SIZE:
+        raise ProtocolError("expected a hello")
+    if len(payload) == NONCE_SIZE:
+        return payload, None
+    return payload[:NONCE_SIZE], _decode_identity(payload[NONCE_SIZE:])
+
+
+def encode_welcome3(pid: int, limit: int, host_nonce: bytes, host_proof: bytes,
+                    identity: Identity) -> bytes:
+    welcome = encode_welcome(pid, limit, host_nonce, host_proof)
+    extra = _encode_identity(identity)
+    return frame_header(WELCOME, len(welcome) - HEADER_SIZE + len(extra)) \
+        + welcome[HEADER_SIZE:] + extra
+
+
+def decode_welcome3(payload: bytes) -> "tuple[int, int, bool, bytes, bytes, Identity]":
+    """Return ``decode_welcome``'s fields and the host's identity."""
+    head = _WELCOME_HEAD + NONCE_SIZE
+    if len(payload) < head:
+        raise ProtocolError("welcome too short")
+    end = head + (PROOF_SIZE if payload[8] & FLAG_SECRET else 0)
+    pid, limit, needs_secret, nonce, proof = decode_welcome(payload[:end])
+    return pid, limit, needs_secret, nonce, proof, _decode_identity(payload[end:])
+
+
+class Extras:
+    """What a protocol-3 launch carries besides its arguments: whether it waits for a reply,
+    the activation token it was started with, the environment it forwards."""
+
+    __slots__ = ("env", "token", "wait")
+
+    def __init__(self, wait: bool = False, token: "str | None" = None,
+                 env: "dict[str, str] | None" = None) -> None:
+        self.wait = wait
+        self.token = token
+        self.env = env
+
+
+def encode_launch3(client_proof: bytes, launch_id: bytes, pid: int, cwd: str,
+                   args: "tuple[str, ...]", extras: Extras) -> bytes:
+    fields = [cwd, *args]
+    flags = FLAG_WAIT if extras.wait else 0
+    if extras.token is not None:
+        flags |= FLAG_TOKEN
+        fields.append(extras.token)
+    env = extras.env
+    if env is not None:
+        flags |= FLAG_ENV
+        fields.extend("%s=%s" % item for item in env.items())
+    encoded = [os.fsencode(field) for field in fields]
+    if any(b"\0" in field for field in encoded):
+        raise ValueError("a field contains a NUL character, which no command line can hold")
+    head = (launch_id + pid.to_bytes(4, "big") + bytes((flags,)) + len(args).to_bytes(4, "big")
+            + len(env or ()).to_bytes(4, "big"))
+    return frame(LAUNCH, client_proof + head + b"".join(field + b"\0" for field in encoded))
+
+
+_LAUNCH3_HEAD = ID_SIZE + 13  # launch id, pid (4), flags (1), argc (4), envc (4)
+
+
+def decode_launch3(payload: bytes, proof_size: int, max_args: int = MAX_ARGS,
+                   errors: "str | None" = None
+                   ) -> "tuple[bytes, bytes, int, str, tuple[str, ...], Extras]":
+    """Return ``(client_proof, launch_id, pid, cwd, args, extras)``."""
+    head = proof_size + _LAUNCH3_HEAD
+    if len(payload) < head:
+        raise ProtocolError("launch too short")
+    at = proof_size + ID_SIZE
+    launch_id = payload[proof_size:at]
+    pid = int.from_bytes(payload[at:at + 4], "big")
+    flags = payload[at + 4]
+    argc = int.from_bytes(payload[at + 5:at + 9], "big")
+    envc = int.from_bytes(payload[at + 9:head], "big")
+    body = payload[head:]
+    if not body.endswith(b"\0"):
+        raise ProtocolError("launch fields are not NUL-terminated")
+    fields = _decode_fields(body[:-1], max_args, errors)
+    token_count = 1 if flags & FLAG_TOKEN else 0
+    if len(fields) != 1 + argc + token_count + envc or (envc and not flags & FLAG_ENV):
+        raise ProtocolError("launch announces %d fields but carries %d"
+                            % (1 + argc + token_count + envc, len(fields)))
+    cwd, args = fields[0], tuple(fields[1:1 + argc])
+    token = fields[1 + argc] if token_count else None
+    env = None
+    if flags & FLAG_ENV:
+        env = {}
+        for item in fields[1 + argc + token_count:]:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise ProtocolError("an environment entry is not NAME=value")
+            env[name] = value
+    return payload[:proof_size], launch_id, pid, cwd, args, Extras(
+        bool(flags & FLAG_WAIT), token, env)
+
+
+def encode_reply(status: int, text: str) -> bytes:
+    return frame(REPLY, status.to_bytes(4, "big", signed=True)
+                 + text.encode("utf-8", "surrogateescape"))
+
+
+def decode_reply(payload: bytes) -> "tuple[int, str]":
+    if len(payload) < 4:
+        raise ProtocolError("reply too short")
+    return (int.from_bytes(payload[:4], "big", signed=True),
+            payload[4:].decode("utf-8", "surrogateescape"))
 
 
 def encode_plain(args: "tuple[str, ...]", secret: "str | None" = None) -> bytes:
