@@ -859,13 +859,17 @@ def fake_host(secret=None, claim_secret=True, launches=None):
     A launch it gets is appended to *launches*, then acknowledged as delivered."""
 
     def handler(conn, record):
-        _kind, client_nonce = read_hello(conn, record)
+        _kind, hello = read_hello(conn, record)
+        client_nonce, identity = _wire.decode_hello(hello)
         host_nonce = os.urandom(_wire.NONCE_SIZE)
         if secret is not None:
             proof = _wire.proof(secret, b"host", client_nonce, host_nonce)
         else:
             proof = os.urandom(_wire.PROOF_SIZE) if claim_secret else b""
-        conn.sendall(_wire.encode_welcome(4242, 1 << 20, host_nonce, proof))
+        if identity is None:  # a launch of protocol 2
+            conn.sendall(_wire.encode_welcome(4242, 1 << 20, host_nonce, proof))
+        else:
+            conn.sendall(_wire.encode_welcome3(4242, 1 << 20, host_nonce, proof, _wire.NUMBERED))
         header = bytearray()
         while len(header) < _wire.HEADER_SIZE:
             chunk = conn.recv(_wire.HEADER_SIZE - len(header))
@@ -877,8 +881,10 @@ def fake_host(secret=None, claim_secret=True, launches=None):
             kind, size = _wire.parse_header(header)
             payload = recv_exactly(conn, size, record)
             if kind == _wire.LAUNCH:  # not a bye, as the client sends when the proof is wrong
-                if launches is not None:
+                if launches is not None and identity is None:
                     launches.append(_wire.decode_launch(payload, len(proof)))
+                elif launches is not None:
+                    launches.append(_wire.decode_launch3(payload, len(proof))[:5])
                 conn.sendall(_wire.encode_ack(_wire.DELIVERED))
         read_to_end(conn, record)
 

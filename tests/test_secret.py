@@ -74,8 +74,10 @@ class TestSecretHandshake(support.ThreadLeakCheck):
                 for record in server.records:  # a hello and a bye, and not one byte more
                     self.assertEqual(record[:len(_wire.PREAMBLE)], _wire.PREAMBLE)
                     rest = bytes(record[len(_wire.PREAMBLE):])
-                    kind, nonce, used = _wire.split_frame(rest, 1 << 16)
-                    self.assertEqual((kind, len(nonce)), (_wire.HELLO, _wire.NONCE_SIZE))
+                    kind, hello, used = _wire.split_frame(rest, 1 << 16)
+                    nonce, identity = _wire.decode_hello(hello)
+                    self.assertEqual((kind, len(nonce), identity),
+                                     (_wire.HELLO, _wire.NONCE_SIZE, _wire.NUMBERED))
                     self.assertEqual(rest[used:], _wire.frame(_wire.BYE, reason.encode()))
 
     def test_a_host_that_proves_the_secret_gets_the_arguments_but_never_the_secret(self):

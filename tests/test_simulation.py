@@ -799,7 +799,7 @@ class TestHandoffMachine(unittest.TestCase):
         machine.held()
         machine.connected()
         self.assertIs(machine.received(_wire.BANNER, 0.3).expect, _handoff.FRAME)
-        welcome = _wire.encode_welcome(7, 1024, _nonce(_wire.NONCE_SIZE), b"")
+        welcome = _wire.encode_welcome3(7, 1024, _nonce(_wire.NONCE_SIZE), b"", _wire.NUMBERED)
         kind, payload, _ = _wire.split_frame(welcome, 1 << 16)
         action = machine.frame(kind, payload, 0.4)
         self.assertIsInstance(action, _handoff.Verified)
