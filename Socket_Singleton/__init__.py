@@ -1,7 +1,7 @@
 """Single-instance Python applications: the first launch holds a TCP port on localhost,
 later launches hand it their command-line arguments."""
 
-__version__ = "4.0.0"  # the one place the version is written (pyproject.toml reads it)
+__version__ = "4.1.0"  # the one place the version is written (pyproject.toml reads it)
 
 from ._outcome import MultipleSingletonsError
 from ._singleton import Socket_Singleton

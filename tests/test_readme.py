@@ -100,7 +100,11 @@ KINDS = {
                and "\n" not in text.strip()),
     "smallest use": (("python",), lambda text: "Socket_Singleton(port=24621)" in text
                      and ".trace(" not in text),
-    "quick start app": (("python",), lambda text: ".trace(on_launch)" in text),
+    "quick start app": (("python",), lambda text: ".trace(on_launch)" in text
+                        and "def on_launch(args)" in text),
+    # Fragments that show how an observer uses a launch: they need an application around them.
+    "observer fragment": (("python",), lambda text: text.startswith("def ")
+                          and "launch." in text and "Socket_Singleton(" not in text),
     "constructor signature": (("python", *UNTAGGED), lambda text: "*, deliver_empty" in text),
     "strict=False": (("python",), lambda text: "except MultipleSingletonsError" in text),
     "raw client": (("python",), lambda text: "socket.create_connection" in text),
@@ -109,6 +113,9 @@ KINDS = {
     "benchmark commands (bash)": (("bash",), lambda text: "python -m benchmarks" in text),
     "benchmark table (text)": (UNTAGGED, lambda text: text.startswith("figure ")),
 }
+
+
+SEVERAL = {"observer fragment"}  # kinds the README may show more than once
 
 
 def kinds_of(block):
@@ -266,7 +273,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
                                 "run it:\n%s" % (block, kinds or "unknown", block.text))
         for kind in KINDS:
             count = sum(kind in kinds_of(block) for block in blocks)
-            if count != 1:
+            if count != 1 and not (kind in SEVERAL and count):
                 problems.append("README.md should have one %s block, found %d" % (kind, count))
         self.assertEqual(problems, [], "\n".join(problems))
 
@@ -373,6 +380,26 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         turned_away = self.run_python(text, ["notes.txt"])  # a launch that has something to hand
         self.assertEqual((turned_away.code, turned_away.out.splitlines(), turned_away.err),
                          (0, [reason.group(1), *printed], ""), turned_away)
+
+    def test_observer_fragments_use_what_a_launch_has(self):
+        from Socket_Singleton import Launch
+
+        launch = Launch(("x",))
+        fragments = [block for block in read_blocks() if "observer fragment" in kinds_of(block)]
+        self.assertGreaterEqual(len(fragments), 3)  # a reply, raising a Tk and a Qt window
+        for block in fragments:
+            tree = ast.parse(block.text)  # it is Python
+            used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Name) and node.value.id == "launch"}
+            self.assertTrue(used, block)
+            for name in used:
+                self.assertTrue(hasattr(launch, name), "%r uses launch.%s, which a Launch "
+                                "does not have" % (block, name))
+            for call in ast.walk(tree):
+                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                        and call.func.attr == "reply"):
+                    inspect.signature(launch.reply).bind(*call.args, **{
+                        keyword.arg: None for keyword in call.keywords})
 
     def test_raw_client_block(self):
         block = self.block("raw client")
