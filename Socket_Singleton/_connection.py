@@ -284,6 +284,12 @@ class HostConnection:
             self._answer_waiting(out)
         elif self.state in (HELLO, AWAIT_LAUNCH):
             self._acknowledge(out, Reason.RETRY, _RELEASED)
+        elif self.state == AWAIT_REPLY:
+            # Said, not just closed: a reset would discard an acknowledgement the launch has
+            # not read yet, and it would ask again (the next host would deliver it twice).
+            out.append(Send(_wire.frame(_wire.BYE, _RELEASED.encode("utf-8"))))
+            self.state = CLOSING
+            out.append(Timer(self._host.limits.peer_deadline))
         elif self.state not in (CLOSING, DONE):
             if self._buf:
                 out.append(Log("message incomplete when the host released the port; dropped"))

@@ -216,6 +216,8 @@ class Handoff:
                 return self._done(self._outcome(Reason.DELIVERED, ""))
             return Exchange(b"", FRAME)  # its acknowledgement follows
         if self._phase == _AWAITING_REPLY:
+            if kind == _wire.BYE:  # the host released the port
+                return self._done(self._no_reply(payload.decode("utf-8", "replace")))
             return self._done(self._no_reply("it answered out of turn"))
         if kind != _wire.ACK:
             return self._ended(Outcome(Reason.REJECTED, "the running instance answered out "

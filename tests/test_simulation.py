@@ -81,6 +81,7 @@ class Conn:
         self.host_closed = False
         self.broken = False
         self.item = None
+        self.replied = False  # the host sent a reply on it
 
     def cut(self):
         self.broken = True
@@ -110,6 +111,8 @@ class Host:
         self.crashed = False
         self.clients = 0
         self.queue = []
+        self.unanswered = []  # delivered launches of waiting clients the application replies to
+        self.notices = []  # replies made whose notice the listener has not handled yet
 
 
 class Client:
@@ -118,14 +121,17 @@ class Client:
     place in World.clients is its name in a schedule), so renaming the tokens and reordering
     World.clients turns a state into an equivalent one (see ``canonical``)."""
 
-    def __init__(self, index, secret):
+    def __init__(self, index, secret, wait=False):
         assert index < 10  # one digit: renaming keeps the pickle's lengths
         token = "arg#%d" % index
         self.args = (token,)
         self.secret = secret
         self.launch_id = token.encode().ljust(_wire.ID_SIZE, b".")
+        self.wait = wait  # it waits for its reply (protocol 3)
         self.machine = _handoff.Handoff(self.args, secret, TIMEOUT, 0.0, self.launch_id,
-                                         urandom=_nonce)
+                                         urandom=_nonce, extras=_wire.Extras(wait=wait))
+        self.endless = False  # its pending read waits for a reply, with no deadline
+        self.cancelled = False  # its user pressed Ctrl+C while it waited
         self.action = self.machine.start()
         self.conn = None
         self.waiting_read = None  # BANNER or FRAME while a read is pending
@@ -141,21 +147,29 @@ class Client:
 
     @property
     def done(self):
-        return self.outcome is not None or self.became_host
+        return self.outcome is not None or self.became_host or self.cancelled
+
+    @property
+    def reply_text(self):
+        return "reply:" + self.args[0]  # what the application answers this launch (only)
 
 
 class World:
     """Everything the scheduler can act on. Copied whole to branch."""
 
-    def __init__(self, config, connection_class=_connection.HostConnection):
+    def __init__(self, config, connection_class=_connection.HostConnection, tokens=None):
+        """*tokens*: the launches' token numbers, by place (default: their places)."""
         self.config = config
         self.clock = 0.0
         self.ends_left = config.get("ends", 0)
         self.cuts_left = config.get("cuts", 0)
         self.hosts = []
         self.conns = []
-        self.clients = [Client(i, config.get("client_secret")) for i in
-                        range(config["launches"])]
+        waiting = config.get("wait", ())
+        tokens = list(tokens) if tokens is not None else list(range(config["launches"]))
+        self.clients = [Client(token, config.get("client_secret"), place in waiting)
+                        for place, token in enumerate(tokens)]
+        self.cancels_left = config.get("cancels", 0)
         self.connection_class = connection_class
         self._new_host(config.get("first_secret", config.get("client_secret")))
 
@@ -177,6 +191,8 @@ class World:
         host = conn.host
         for effect in effects:
             if isinstance(effect, _connection.Send):
+                if effect.data[:1] == _wire.REPLY:
+                    self._check_reply(conn, effect.data)
                 if not conn.broken:
                     conn.to_client += effect.data
             elif isinstance(effect, _connection.Launched):
@@ -239,6 +255,8 @@ class World:
         host.crashed = True
         self._close_port(host)
         host.queue = []
+        host.unanswered = []
+        host.notices = []
         for conn in self.conns:
             if conn.host is host:
                 conn.cut()
@@ -261,8 +279,22 @@ class World:
                 raise SimulationFailure("%s delivered %d times (by hosts %s)"
                                         % (item.client.name, len(by), by))
         self.settle(host, item, Reason.DELIVERED)
+        if item.client.wait:
+            host.unanswered.append(item)
         if item.final:
             self.release(host)  # the dispatcher's on_final: Socket_Singleton.release()
+
+    def _check_reply(self, conn, data):
+        """A reply frame the host sends: only on the connection of the launch replied to, and
+        at most one per connection."""
+        kind, payload, _ = _wire.split_frame(data, 1 << 16)
+        text = _wire.decode_reply(payload)[1]
+        if text != conn.client.reply_text:
+            raise SimulationFailure("%s was sent another launch's reply %r"
+                                    % (conn.client.name, text))
+        if conn.replied:
+            raise SimulationFailure("%s was sent two replies" % conn.client.name)
+        conn.replied = True
 
     # -- launches --------------------------------------------------------------------------
 
@@ -303,8 +335,10 @@ class World:
                 if conn.broken:
                     client.action = machine.failed(_reset_error(), self.clock)
                     continue
-                self._client_send(client, action.data)
+                if action.data:
+                    self._client_send(client, action.data)
                 client.waiting_read = action.expect
+                client.endless = action.endless
                 return
             if isinstance(action, _handoff.Verified):
                 client.action = machine.launch(1000, "/")  # one pid for all: no launch told apart
@@ -369,7 +403,7 @@ class World:
         if outcome.reason == Reason.DELIVERED and not client.delivered_by:
             raise SimulationFailure("%s was acknowledged delivered before its observers ran"
                                     % client.name)
-        if outcome.reason == Reason.QUEUED and not client.was_queued:
+        if outcome.reason in (Reason.QUEUED, Reason.NO_REPLY) and not client.was_queued:
             raise SimulationFailure("%s was acknowledged queued but no host queued it"
                                     % client.name)
         if outcome.reason in _outcome.SUCCESS and outcome.reason not in (Reason.DELIVERED,
@@ -389,9 +423,12 @@ class World:
             clients_running = True
             if client.waiting_read is not None:
                 conn = client.conn
-                if (conn.broken or conn.host_closed or self.clock >= client.machine.deadline
+                if (conn.broken or conn.host_closed
+                        or (self.clock >= client.machine.deadline and not client.endless)
                         or self._unit(conn.to_client, client.waiting_read) is not None):
                     out.append(("read", index))
+                if client.endless and self.cancels_left:
+                    out.append(("cancel", index))
             elif client.wake_at is not None:
                 out.append(("wake", index))
             else:
@@ -410,11 +447,20 @@ class World:
                     out.append(("cut", n))
             if host.queue and not host.released:
                 out.append(("deliver", host.index))
+            if host.unanswered:  # the application replies, even after release() (any thread)
+                out.append(("reply", host.index))
+            if host.notices and not host.released:
+                out.append(("notice", host.index))
             if host.draining and host.listening:
                 out.append(("close-port", host.index))
             if clients_running and self.ends_left and not host.released:
                 for kind in self.config["end_kinds"]:
                     out.append((kind, host.index))
+        if clients_running and all(step[0] in _DISRUPTIONS for step in out) and any(
+                client.endless for client in self.clients if not client.done):
+            # Liveness: a waiting launch ends by its reply, not only by a Ctrl+C or a host
+            # that goes away (which may never come).
+            raise SimulationFailure("stuck: a launch waits for a reply that nothing will send")
         if not out and clients_running:
             out.append(("tick", 0))
         return out
@@ -453,6 +499,26 @@ class World:
             self.apply(conn, conn.machine.timed_out())
         elif kind == "deliver":
             self.deliver(self.hosts[n])
+        elif kind == "reply":  # Launch.reply(): the listener hears of it later (a notice)
+            host = self.hosts[n]
+            item = host.unanswered.pop(0)
+            item.launch.reply(item.client.reply_text, 7)
+            host.notices.append(item.launch)
+        elif kind == "notice":  # Listener.replied(), on the I/O thread
+            host = self.hosts[n]
+            launch = host.notices.pop(0)
+            for conn in self.conns:
+                if conn.machine is not None and conn.machine.launch_id == launch._id \
+                        and self._live(conn, host):
+                    self.apply(conn, conn.machine.replied())
+        elif kind == "cancel":  # Ctrl+C: the waiting launch closes its connection and exits
+            self.cancels_left -= 1
+            client = self.clients[n]
+            client.conn.client_closed = True
+            client.conn = None
+            client.waiting_read = None
+            client.endless = False
+            client.cancelled = True
         elif kind == "close-port":
             self._close_port(self.hosts[n])
         elif kind == "release":
@@ -479,17 +545,31 @@ class World:
         for client in self.clients:
             if not client.done:
                 raise SimulationFailure("%s never ended" % client.name)
+            if client.cancelled:
+                continue  # it stopped waiting: its arguments may have been delivered or not
             count = len(client.delivered_by)
             reason = None if client.became_host else client.outcome.reason
             detail = "" if client.became_host else client.outcome.detail
             if reason == Reason.DELIVERED and count < 1:
                 raise SimulationFailure("%s said delivered, was not" % client.name)
-            maybe = reason in (Reason.DELIVERED, Reason.QUEUED, None) or (
+            if not client.became_host and client.outcome.reply_text is not None:
+                if client.outcome.reply_text != client.reply_text:
+                    raise SimulationFailure("%s got another launch's reply %r"
+                                            % (client.name, client.outcome.reply_text))
+                if not count:
+                    raise SimulationFailure("%s got a reply but was never delivered"
+                                            % client.name)
+            if client.wait and reason == Reason.DELIVERED and client.outcome.reply_text is None:
+                raise SimulationFailure("%s waited, yet ended without its reply" % client.name)
+            maybe = reason in (Reason.DELIVERED, Reason.QUEUED, Reason.NO_REPLY, None) or (
                 reason == Reason.NO_ANSWER and ("may have been delivered" in detail
                                                 or "may still deliver it" in detail))
             if count and not maybe:
                 raise SimulationFailure("%s was delivered but ended %s: %s"
                                         % (client.name, reason, client.outcome.detail))
+
+
+_DISRUPTIONS = ("cancel", "release", "crash", "cut")  # may happen; nothing waits for them
 
 
 def _reset_error():
@@ -506,7 +586,7 @@ def _rank(client, world):
             machine._last.name if machine._last else "",
             machine._refused_since or -1.0, machine._pid or 0, type(client.action).__name__,
             client.waiting_read.name if client.waiting_read else "", client.wake_at or -1.0,
-            client.delivered_by, client.was_queued,
+            client.delivered_by, client.was_queued, client.endless, client.cancelled,
             [(conn is client.conn, conn.backlog_of.index, conn.host is None,
               conn.machine.state.name if conn.machine else "", len(conn.to_host),
               len(conn.to_client), conn.client_closed, conn.eof_read, conn.host_closed,
@@ -617,6 +697,8 @@ def clone(world):
         copy.protocol = _copy(host.protocol)
         copy.protocol._answers = dict(host.protocol._answers)
         copy.queue = [item_copy(item) for item in host.queue]
+        copy.unanswered = [item_copy(item) for item in host.unanswered]
+        copy.notices = [launch_copy(launch) for launch in host.notices]
     new.hosts = [hosts[id(host)] for host in world.hosts]
     new.conns = []
     for conn in world.conns:
@@ -737,11 +819,13 @@ def replay(config, schedule, connection_class=_connection.HostConnection):
 # whole, take minutes: only with the full budget (their random schedules run in both).
 EXHAUSTIVE = [
     {"launches": 2, "ends": 1, "end_kinds": ("crash", "release")},
+    {"launches": 2, "wait": (0,), "ends": 1, "end_kinds": ("crash", "release"), "cancels": 1},
     {"launches": 2, "ends": 0, "end_kinds": (), "thresholds": (1, 1, 1)},
     {"launches": 2, "ends": 1, "end_kinds": ("release",), "client_secret": "s3cret",
      "first_secret": "other"},
     {"launches": 2, "cuts": 1, "end_kinds": ()},
 ]
+WAITING = EXHAUSTIVE[1]  # a launch that waits for its reply
 EXHAUSTIVE_FULL = [
     {"launches": 3, "ends": 1, "end_kinds": ("release",)},
 ]
@@ -754,6 +838,8 @@ RANDOM = [
     {"launches": 5, "ends": 2, "end_kinds": ("release", "crash"), "thresholds": (2, 0, 1, 0)},
     {"launches": 4, "ends": 2, "end_kinds": ("release",), "client_secret": "s3cret",
      "first_secret": "other"},
+    # replies: two of four launches wait for theirs; hosts that release or crash meanwhile
+    {"launches": 4, "wait": (0, 2), "ends": 2, "end_kinds": ("release", "crash"), "cancels": 1},
 ]
 
 
@@ -781,6 +867,25 @@ class Impatient(_connection.HostConnection):
         if waiting >= 2:
             return super().decide(Reason.DELIVERED, "", False)
         return super().decide(reason, detail, wait)
+
+
+class Deaf(_connection.HostConnection):
+    """Broken on purpose: never sends a reply made after the acknowledgement."""
+
+    def replied(self):
+        return []
+
+
+class Abrupt(_connection.HostConnection):
+    """Broken on purpose: a host that releases closes a waiting launch's connection without a
+    word, so the reset may discard its unread acknowledgement."""
+
+    def abandon(self):
+        if self.state is _connection.AWAIT_REPLY:
+            out = []
+            self._end(out)
+            return out
+        return super().abandon()
 
 
 class TestHandoffMachine(unittest.TestCase):
@@ -824,7 +929,7 @@ class TestSimulation(unittest.TestCase):
             for config in EXHAUSTIVE_FULL:
                 explorer.exhaustive(config)
             self.assertGreater(len(explorer.states) - before, THREE_LAUNCH_STATES)
-        per_config = RANDOM_SCHEDULES // len(RANDOM)
+        per_config = -(-RANDOM_SCHEDULES // len(RANDOM))  # rounded up: the budget is a floor
         for n, config in enumerate(RANDOM):
             for seed in range(per_config):
                 explorer.random(config, n * 1000003 + seed)
@@ -858,8 +963,7 @@ class TestSimulation(unittest.TestCase):
             for seed in range(8):
                 rng = random.Random(seed)
                 world = World(config)
-                renamed = World(config)
-                renamed.clients.reverse()
+                renamed = World(config, tokens=reversed(range(config["launches"])))
                 self.assertNotEqual(renamed.clients[0].launch_id, world.clients[0].launch_id)
                 while True:
                     key = canonical(world)
@@ -910,6 +1014,15 @@ class TestSimulation(unittest.TestCase):
         with self.assertRaisesRegex(SimulationFailure, "delivered 2 times"):
             replay(EXHAUSTIVE[-1], caught.exception.schedule, Forgetful)
 
+
+    def test_a_host_that_never_sends_a_late_reply_is_caught(self):
+        # The launch that waits for its reply would wait for ever.
+        with self.assertRaisesRegex(SimulationFailure, "stuck"):
+            Explorer(Deaf).exhaustive(WAITING)
+
+    def test_a_host_that_drops_a_waiting_launch_without_a_word_is_caught(self):
+        with self.assertRaisesRegex(SimulationFailure, "delivered 2 times"):
+            Explorer(Abrupt).exhaustive(WAITING)
 
     def test_a_host_that_stops_waiting_at_the_third_launch_is_caught(self):
         # Two launches explored whole do not show it; three do, early in the search (so this
