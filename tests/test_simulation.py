@@ -287,7 +287,7 @@ class World:
     def _check_reply(self, conn, data):
         """A reply frame the host sends: only on the connection of the launch replied to, and
         at most one per connection."""
-        kind, payload, _ = _wire.split_frame(data, 1 << 16)
+        _, payload, _ = _wire.split_frame(data, 1 << 16)
         text = _wire.decode_reply(payload)[1]
         if text != conn.client.reply_text:
             raise SimulationFailure("%s was sent another launch's reply %r"
