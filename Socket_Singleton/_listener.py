@@ -27,6 +27,8 @@ from ._outcome import Reason
 
 # select() (the only selector on Windows) takes at most 512 sockets per call.
 _SELECT_LIMIT = 500
+# Reads of one peer in a row before the loop serves the others (256 KiB at most).
+_READS_PER_TURN = 4
 _GATE_POLL = 0.1  # seconds wait_closed() sleeps before it looks at the closed flag again
 
 
@@ -244,15 +246,33 @@ class Listener:
             try:
                 sock.setblocking(False)
                 conn = _Connection(sock, peer, self._protocol.connection())
-                self._selector.register(sock, selectors.EVENT_READ, conn)
-            except Exception as err:  # noqa: BLE001 - e.g. ENOMEM from epoll: this peer only
+            except Exception as err:  # noqa: BLE001 - e.g. ENOMEM: this peer only
                 _log.warning(self._verbose, "could not serve a peer (%r); dropped", err)
                 _net.close_quietly(sock)
                 self._back_off()
                 return
             self._conns.add(conn)
             self._apply(conn, conn.machine.opened())
+            # A launch sends at once: read now, and a peer that is done by then never costs
+            # a turn of the loop or a registration with the selector.
+            self._read(conn)
+            if conn in self._conns and not self._register(conn):
+                return
         self._pause_accepting()
+
+    def _register(self, conn: _Connection) -> bool:
+        """Watch *conn* from now on; false (the peer dropped, accepting paused) on failure."""
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
+        try:
+            self._selector.register(conn.sock, events, conn)
+        except Exception as err:  # noqa: BLE001 - e.g. ENOMEM from epoll: this peer only
+            _log.warning(self._verbose, "could not serve a peer (%r); dropped", err)
+            self._forget(conn)
+            self._back_off()
+            return False
+        conn.registered = True
+        conn.writing = bool(conn.out)
+        return True
 
     def _back_off(self) -> None:
         self._pause_accepting()
@@ -290,22 +310,34 @@ class Listener:
     # -- one peer ---------------------------------------------------------------------------
 
     def _serve(self, conn: _Connection, mask: int) -> None:
-        try:
-            if mask & selectors.EVENT_WRITE:
-                self._flush(conn)
-                return
+        if mask & selectors.EVENT_WRITE:
             try:
-                data = conn.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as err:
-                self._apply(conn, conn.machine.failed("connection failed (%s); dropped", err))
-                return
-            if data:
+                self._flush(conn)
+            except Exception:  # noqa: BLE001 - whatever one peer causes, only that peer is dropped
+                _log.warning(self._verbose, "peer %s: failed; dropped", conn.peer, exc_info=True)
+                self._forget(conn)
+            return
+        self._read(conn)
+
+    def _read(self, conn: _Connection) -> None:
+        """Feed the machine what *conn* has to read: a few reads in a row, until there is
+        nothing more (the next turn of the loop reads the rest, so no peer holds up another)."""
+        try:
+            for _ in range(_READS_PER_TURN):
+                try:
+                    data = conn.sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as err:
+                    self._apply(conn, conn.machine.failed("connection failed (%s); dropped", err))
+                    return
+                if not data:
+                    conn.peer_closed = True
+                    self._apply(conn, conn.machine.closed())
+                    return
                 self._apply(conn, conn.machine.receive(data))
-            else:
-                conn.peer_closed = True
-                self._apply(conn, conn.machine.closed())
+                if conn not in self._conns:
+                    return
         except Exception:  # noqa: BLE001 - whatever one peer causes, only that peer is dropped
             _log.warning(self._verbose, "peer %s: failed; dropped", conn.peer, exc_info=True)
             self._forget(conn)
@@ -349,9 +381,11 @@ class Listener:
             self._apply(conn, conn.machine.failed("could not answer (%s); dropped", err))
             return
         conn.out = conn.out[sent:]
-        if conn in self._conns:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
+        writing = bool(conn.out)
+        if conn.registered and writing != conn.writing and conn in self._conns:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if writing else 0)
             self._selector.modify(conn.sock, events, conn)
+            conn.writing = writing
 
     def _forget(self, conn: _Connection) -> None:
         """Close *conn*. Unless the peer closed first, reset it: a host that closes first
@@ -365,7 +399,8 @@ class Listener:
         if launch_id and self._replying.get(launch_id) is conn:
             del self._replying[launch_id]
         conn.machine.discard()
-        self._unregister(conn.sock)
+        if conn.registered:
+            self._unregister(conn.sock)
         if not conn.peer_closed:
             _net.reset_on_close(conn.sock)
         _net.close_quietly(conn.sock)
@@ -432,7 +467,8 @@ class _Connection:
     """One accepted peer as the listener holds it: its socket, what is left to write, when
     its machine times out next, and the machine itself."""
 
-    __slots__ = ("awaited", "deadline", "machine", "out", "peer", "peer_closed", "sock")
+    __slots__ = ("awaited", "deadline", "machine", "out", "peer", "peer_closed", "registered",
+                 "sock", "writing")
 
     def __init__(self, sock: socket.socket, peer: object,
                  machine: _connection.HostConnection) -> None:
@@ -443,3 +479,5 @@ class _Connection:
         self.deadline = time.monotonic()  # set by the machine's first TIMER
         self.awaited = b""  # the id of the launch whose answer waits for the observers
         self.peer_closed = False
+        self.registered = False  # with the selector (only once a first read left it open)
+        self.writing = False  # watched for EVENT_WRITE: part of ``out`` waits for room

@@ -99,6 +99,7 @@ def cycles(report, impls, cfg):
     def pick(name):
         return {label: figures[name] for label, figures in merged.items()}
 
+    report.samples("construct_us", "constructor call (us)", pick("construct_us"))
     report.samples("listen_us", "constructor return -> port listening (us)", pick("listen_us"))
     report.counts("refused", "  connect refused right after return",
                   {who: (c, n) for who, c in pick("refused_at_return").items()})
@@ -118,10 +119,13 @@ def cycles(report, impls, cfg):
 def latency(report, impls, cfg):
     lost = {impl.label: 0 for impl in impls}
     sent = cfg["lat_blocks"] * cfg["lat_n"]
-    p50, p99, floor_p50, floor_p99 = ({impl.label: [] for impl in impls} for _ in range(4))
-    with Servers(impls) as hosts, Servers(impls, "bare") as floors:
+    p50, p99, floor_p50, floor_p99, hop_p50, hop_p99 = (
+        {impl.label: [] for impl in impls} for _ in range(6))
+    with Servers(impls) as hosts, Servers(impls, "bare") as floors, \
+            Servers(impls, "hop") as hops:
         servers = [(label, host, p50, p99) for label, host in hosts.items()]
         servers += [(label, bare, floor_p50, floor_p99) for label, bare in floors.items()]
+        servers += [(label, hop, hop_p50, hop_p99) for label, hop in hops.items()]
         for block in range(cfg["lat_blocks"]):
             samples = {id(server): [] for _, server, _, _ in servers}
             for i in range(cfg["lat_n"]):
@@ -142,6 +146,8 @@ def latency(report, impls, cfg):
     report.samples("p99", "  p99 (us)", p99, US)
     report.samples("floor_p50", "  floor: bare stdlib server, p50 (us)", floor_p50, US)
     report.samples("floor_p99", "  floor: bare stdlib server, p99 (us)", floor_p99, US)
+    report.samples("hop_p50", "  floor: the same + a thread hop, p50 (us)", hop_p50, US)
+    report.samples("hop_p99", "  floor: the same + a thread hop, p99 (us)", hop_p99, US)
     report.counts("lat_lost", "  lost", {who: (c, sent) for who, c in lost.items()})
 
 
@@ -287,7 +293,7 @@ def idle(report, impls, cfg):
         report.text("idle host over %g s" % seconds, {impl.label: "n/a (needs /proc)"
                                                       for impl in impls})
         return
-    cpu, switches, threads, rss = ({impl.label: [] for impl in impls} for _ in range(4))
+    cpu, switches, threads, rss, added = ({impl.label: [] for impl in impls} for _ in range(5))
     with Servers(impls) as hosts:
         for host in hosts.values():  # a host that has served once, as a real one has
             send_raw(host.port, b"idle-warm-up\0")
@@ -302,7 +308,9 @@ def idle(report, impls, cfg):
                 switches[label].append(after[1] - before[label][1])
                 threads[label].append(after[2])
                 rss[label].append(after[3])
+                added[label].append(after[3] - host.base_kib / 1024)
     report.samples("idle_cpu", "idle host over %g s: CPU time (ms)" % seconds, cpu, MS)
     report.samples("idle_switches", "  context switches (all threads)", switches)
     report.samples("idle_threads", "  threads", threads)
     report.samples("idle_rss", "  RSS (MiB)", rss)
+    report.samples("idle_added", "  RSS the host added to its process (MiB)", added)

@@ -202,7 +202,8 @@ class Delivery:
 
 
 class Server:
-    """A worker process serving a port (``host`` or ``bare``), read on a thread of its own."""
+    """A worker process serving a port (``host``, ``bare`` or ``hop``), read on a thread of its
+    own. ``base_kib``: its RSS before it made the server."""
 
     def __init__(self, impl, kind="host"):
         self.impl = impl
@@ -215,8 +216,8 @@ class Server:
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             line = self.proc.stdout.readline().decode()
             if line.startswith("READY "):
-                _, pid, port, _ = line.split(" ", 3)
-                self.pid, self.port = int(pid), int(port)
+                _, pid, port, base, _ = line.split(" ", 4)
+                self.pid, self.port, self.base_kib = int(pid), int(port), int(base)
                 break
             self.proc.stdin.close()
             code = self.proc.wait(WAIT)

@@ -91,6 +91,9 @@ def summary(report):
         lines += [
             ("import cost, this checkout / 2.0.0", _median_ratio(m, "import", ours, base)),
             ("turned-away launch, this checkout / 2.0.0", _median_ratio(m, "launch", ours, base)),
+            ("constructor call, this checkout / 2.0.0",
+             _median_ratio(m, "construct_us", ours, base)),
+            ("release() call, this checkout / 2.0.0", _median_ratio(m, "release_us", ours, base)),
         ]
         for k in (1, 8, 64):
             lines.append(("K=%d senders: messages/s, this checkout / 2.0.0" % k,
@@ -100,6 +103,10 @@ def summary(report):
                                                                            ours)),
         ("delivery p99, this checkout / a bare stdlib server", _floor_ratio(m, "p99", "floor_p99",
                                                                            ours)),
+        ("delivery p50, this checkout / the thread-hop floor", _floor_ratio(m, "p50", "hop_p50",
+                                                                            ours)),
+        ("delivery p99, this checkout / the thread-hop floor", _floor_ratio(m, "p99", "hop_p99",
+                                                                            ours)),
         ("K=8, K=64: connects stalled over 0.5 s", _counts(m, ("stalled8", "stalled64"), ours)),
         ("K=8, K=64: messages lost", _counts(m, ("lost8", "lost64"), ours)),
         ("release() return -> bindable: failures", _counts(m, ("bind_failures",), ours)),
@@ -108,6 +115,9 @@ def summary(report):
     if base is not None:
         lines.append(("100 simultaneous launches: last delivery, this checkout / 2.0.0",
                       _median_ratio(m, "last100", ours, base)))
+    if "idle_added" in m:
+        lines.append(("idle host: RSS it added (MiB), median",
+                      "%.2f" % median(m["idle_added"][ours])))
     if "idle_switches" in m:
         lines.append(("idle host: context switches per window, at most",
                       "%d" % max(m["idle_switches"][ours])))

@@ -1,12 +1,15 @@
 """What the benchmark runs in its subprocesses, one mode per command line:
 
 * ``host PORT``: a Socket_Singleton host whose observer reports each call on stdout;
-* ``bare PORT``: the floor, a bare standard-library server (a thread accepts, reads each
+* ``bare PORT``: a floor, a bare standard-library server (a thread accepts, reads each
   connection to EOF and calls the same reporting function);
+* ``hop PORT``: the thread-hop floor, the same server handing each message to a second thread
+  through a ``queue.Queue``, which calls the reporting function (as a host that keeps its
+  observers off the accepting thread must);
 * ``cycles PORT N``: N rounds of constructor -> port listening, release() -> port bindable;
 * ``send PORT K M PREFIX``: K threads, each sending M raw plain-form messages.
 
-Hosts print ``READY pid port file`` once the observer is registered, then one line
+Servers print ``READY pid port rss_kib file`` once the observer is registered, then one line
 ``D t_ns nargs nbytes key`` per observer call (``t_ns`` from ``time.monotonic_ns()``, the
 clock every process shares; ``key`` is the first argument, or the SHA-256 of all of them
 when they are large). They release and exit at the end of stdin.
@@ -49,23 +52,35 @@ def report(args):
     os.write(1, ("D %d %d %d %s\n" % (t, len(args), nbytes, key)).encode())
 
 
-def ready(port, where):
-    os.write(1, ("READY %d %d %s\n" % (os.getpid(), port, where)).encode())
+def rss_kib():
+    """This process's resident set size in KiB (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def ready(port, where, base_kib=0):
+    """*base_kib*: the RSS before the server was made (the library imported, threading too)."""
+    os.write(1, ("READY %d %d %d %s\n" % (os.getpid(), port, base_kib, where)).encode())
 
 
 def host(port):
     lib = library()
+    base = rss_kib()
     try:
         app = lib.Socket_Singleton(port=port, client=False, strict=False)
     except lib.MultipleSingletonsError:
         sys.exit(3)  # someone else holds the port: the benchmark picks another
     app.trace(report)  # before READY: 2.0.0 drops what arrives before trace()
-    ready(app.port, lib.__file__)
+    ready(app.port, lib.__file__, base)
     sys.stdin.read()
     app.release()
 
 
-def bare(port):
+def bare(port, hop=False):
+    base = rss_kib()
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -87,10 +102,23 @@ def bare(port):
             body = b"".join(chunks)
             if body.endswith(b"\0"):
                 body = body[:-1]
-            report(tuple(os.fsdecode(field) for field in body.split(b"\0")) if body else ())
+            args = tuple(os.fsdecode(field) for field in body.split(b"\0")) if body else ()
+            if hop:
+                handoff.put(args)
+            else:
+                report(args)
 
+    def deliver():
+        while True:
+            report(handoff.get())
+
+    if hop:
+        import queue
+
+        handoff = queue.Queue()
+        threading.Thread(target=deliver, daemon=True).start()
     threading.Thread(target=serve, daemon=True).start()
-    ready(port, "-")
+    ready(port, "-", base)
     sys.stdin.read()
     server.close()
 
@@ -123,17 +151,19 @@ def cycles(port, n):
     import json
 
     lib = library()
-    listen_us, release_us = [], []
+    construct_us, listen_us, release_us = [], [], []
     refused_at_return = never_listened = bind_failures = still_held = moved = 0
     longest_wait = 0.0
     done = 0
     while done < n:
+        called = time.perf_counter()
         try:
             app = lib.Socket_Singleton(port=port, client=False, strict=False)
         except lib.MultipleSingletonsError:
             port, moved = free_port(), moved + 1  # another process took the port meanwhile
             continue
         returned = time.perf_counter()
+        construct_us.append((returned - called) * 1e6)
         if not connect_once(port):
             refused_at_return += 1
             while not connect_once(port):
@@ -156,7 +186,8 @@ def cycles(port, n):
             longest_wait = max(longest_wait, time.perf_counter() - released)
         done += 1
     print(json.dumps({
-        "listen_us": listen_us, "release_us": release_us, "refused_at_return": refused_at_return,
+        "construct_us": construct_us, "listen_us": listen_us, "release_us": release_us,
+        "refused_at_return": refused_at_return,
         "never_listened": never_listened, "bind_failures": bind_failures,
         "still_held": still_held, "moved": moved,
         "longest_wait_s": longest_wait,
@@ -218,6 +249,8 @@ def main(argv):
         host(port)
     elif mode == "bare":
         bare(port)
+    elif mode == "hop":
+        bare(port, hop=True)
     elif mode == "cycles":
         cycles(port, int(argv[2]))
     elif mode == "send":

@@ -575,21 +575,21 @@ class TestUntrace(HostTestCase):
                 return on_return
             return None
 
-        threading.settrace(tracer)  # for the threads the constructor starts
-        try:
-            app = self.host()
-        finally:
-            threading.settrace(None)
-
         def observer(args):
             calls.append(args)
             if untraced.is_set():
                 late.append(args)
 
-        app.trace(observer)
-        armed.set()
-        support.send_raw(app.port, b"go\0")
-        self.assertTrue(paused.wait(support.WAIT), "the dispatch thread did not pause")
+        # For the threads started from here: the dispatch thread starts with the first launch.
+        threading.settrace(tracer)
+        try:
+            app = self.host()
+            app.trace(observer)
+            armed.set()
+            support.send_raw(app.port, b"go\0")
+            self.assertTrue(paused.wait(support.WAIT), "the dispatch thread did not pause")
+        finally:
+            threading.settrace(None)
 
         def untrace():
             app.untrace(observer)

@@ -450,11 +450,15 @@ class TestLeaksAndIdle(HostTestCase):
         tasks_before = set(os.listdir("/proc/self/task"))
         threads_before = set(library_threads())
         app = self.host()
+        collector = support.Collector()
+        app.trace(collector)
+        # The dispatch thread starts with the first launch.
+        self.assertEqual(hand_off(app.port, ["warm-up"]).reason, "delivered")
         (listener,) = [t for t in library_threads() if t.name.endswith("-listener")]
         (dispatch,) = [t for t in library_threads() if t.name.endswith("-dispatch")]
         if hasattr(listener, "native_id"):
             listener, dispatch = listener.native_id, dispatch.native_id
-        else:  # Python 3.7 has no Thread.native_id: the kernel tasks the constructor started
+        else:  # Python 3.7 has no Thread.native_id: the kernel tasks the host started
             new_tasks = sorted(int(task) for task in
                                set(os.listdir("/proc/self/task")) - tasks_before)
             self.assertEqual(len(new_tasks), len(set(library_threads()) - threads_before),
@@ -466,9 +470,6 @@ class TestLeaksAndIdle(HostTestCase):
                 fields = dict(line.split(":", 1) for line in f if "ctxt_switches" in line)
             return sum(int(value) for value in fields.values())
 
-        collector = support.Collector()
-        app.trace(collector)
-        self.assertEqual(hand_off(app.port, ["warm-up"]).reason, "delivered")
         # Let both threads finish with that launch and settle into their blocking wait.
         before = None
         for _ in range(50):
