@@ -299,8 +299,9 @@ def other_users_unavailable():
 
 
 # The bootstrap of a process of another user: it starts as root, imports the package (every
-# module but __main__, as a host or a launch may load any of them lazily) and the standard modules the program
-# needs, reads the program, then drops to the user (groups, gid, uid: no way back) and runs it.
+# module but __main__, as a host or a launch may load any of them lazily) and the standard
+# modules the program needs, reads the program, then drops to the user (groups, gid, uid: no
+# way back) and runs it.
 # The interpreter and the checkout may live where that user cannot reach (pyenv under /root,
 # mode 0700): nothing is read from them after the drop, unless a program imports a module
 # that is not preloaded (then it fails with PermissionError, in plain view on stderr).
