@@ -281,7 +281,16 @@ def _make_directory(directory: str) -> None:
 
 def _read_key(path: str) -> str:
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        import errno
+
+        if err.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a link (BSDs: EMLINK)
+            raise UserKeyError(path, "not a regular file (a symbolic link?)") from None
+        raise UserKeyError(path, "cannot read the file (%s)" % (err.strerror or err)) from None
     try:
         if os.name != "nt":
             import stat

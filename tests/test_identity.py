@@ -294,9 +294,12 @@ class TestUserKey(unittest.TestCase):
             file.write("ab" * 32 + "\n")
         os.chmod(os.path.join(elsewhere, "key"), 0o600)
         os.symlink(os.path.join(elsewhere, "key"), self.path)
-        with self.assertRaises(OSError) as caught:  # O_NOFOLLOW: ELOOP
-            _identity.user_key(APP_ID)
-        self.assertNotIsInstance(caught.exception, UserKeyError)
+        self.assert_refused(self.path, "not a regular file (a symbolic link?)")
+
+    @unittest.skipUnless(support.POSIX, "POSIX modes")
+    def test_a_key_that_is_no_file_is_refused(self):
+        os.makedirs(self.path, 0o700)
+        self.assert_refused(self.path, "not a regular file")
 
     def test_a_file_that_holds_no_key_is_refused(self):
         os.makedirs(self.directory, 0o700)
