@@ -198,6 +198,17 @@ class Socket_Singleton:
 
     # -- public API -------------------------------------------------------------------------
 
+    @staticmethod
+    def port_for(app_id: str, scope: str = "machine") -> int:
+        """The port that application *app_id* uses in *scope* (``"machine"`` or ``"user"``,
+        this process's user): 10000-29999, the same on every machine and platform.
+
+        :raises TypeError, ValueError: an invalid *app_id* or *scope*.
+        """
+        from ._identity import port_for  # only a caller of port_for loads it
+
+        return port_for(app_id, scope)
+
     def trace(self, observer: "Callable[..., Any]", *args: "Any", **kwargs: "Any") -> None:
         """Call ``observer(launch_args, *args, **kwargs)`` for every launch from now on.
 

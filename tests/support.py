@@ -8,11 +8,13 @@ import logging
 import os
 import queue
 import selectors
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -217,8 +219,8 @@ def assert_strict_failure(test, code, events, err):
 class AppProcess:
     """A test_app.py process read line by line on a thread of its own."""
 
-    def __init__(self, args=(), config=None, cwd=None, env=None):
-        self.proc = launch(args, config, cwd, env)
+    def __init__(self, args=(), config=None, cwd=None, env=None, proc=None):
+        self.proc = proc if proc is not None else launch(args, config, cwd, env)
         self.events = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -280,6 +282,148 @@ def assert_becomes_host(test, port, args=("next",), **kwargs):
     test.assertEqual(event["event"], "host", "%s %s" % (event, app.stderr()))
     test.assertEqual(event["port"], port)
     return app
+
+
+# -- processes of other OS users (POSIX, when the tests run as root) ----------------------------
+
+def other_users_unavailable():
+    """Why this run cannot create OS users of its own (a reason to skip with), or None."""
+    if os.name != "posix":
+        return "other OS users are created on POSIX only"
+    if os.geteuid() != 0:
+        return "creating OS users needs root"
+    missing = [tool for tool in ("useradd", "userdel") if shutil.which(tool) is None]
+    if missing:
+        return "no %s here" % " or ".join(missing)
+    return None
+
+
+# The bootstrap of a process of another user: it starts as root, imports the package (every
+# module but __main__, as a host or a launch may load any of them lazily) and the standard
+# modules the program needs, reads the program, then drops to the user (groups, gid, uid: no
+# way back) and runs it.
+# The interpreter and the checkout may live where that user cannot reach (pyenv under /root,
+# mode 0700): nothing is read from them after the drop, unless a program imports a module
+# that is not preloaded (then it fails with PermissionError, in plain view on stderr).
+_AS_USER = """
+import importlib, os, pkgutil, sys
+uid, gid, home, preload, target = sys.argv[1:6]
+import Socket_Singleton
+for _module in pkgutil.iter_modules(Socket_Singleton.__path__):
+    if _module.name != "__main__":  # the command line: it would run
+        importlib.import_module("Socket_Singleton." + _module.name)
+for _module in preload.split(","):
+    importlib.import_module(_module)
+if target == "-c":
+    code, name, rest = sys.argv[6], "<string>", sys.argv[7:]
+else:
+    with open(target, "rb") as _file:
+        code, name, rest = _file.read(), target, sys.argv[6:]
+os.setgroups([])
+os.setgid(int(gid))
+os.setuid(int(uid))
+os.chdir(home)
+sys.argv = [target, *rest]
+del uid, gid, home, preload, target, _module
+exec(compile(code, name, "exec"), {"__name__": "__main__", "__file__": name})
+"""
+PRELOAD = ("json", "threading", "time", "hashlib", "hmac", "secrets", "selectors", "logging",
+           "struct", "stat", "errno", "queue", "argparse")
+
+
+class OtherUser:
+    """A throwaway OS user (``ss-test-`` and 8 hex digits, a system account with no login
+    shell) with a home of its own: a temporary directory it owns (mode 0700), holding the
+    directories its ``XDG_CONFIG_HOME`` and ``XDG_RUNTIME_DIR`` name. :meth:`remove` deletes the
+    user (userdel) and its home. Only as root on POSIX: see :func:`other_users_unavailable`."""
+
+    def __init__(self):
+        import pwd
+
+        self.name = "ss-test-%s" % os.urandom(4).hex()
+        self.home = tempfile.mkdtemp(prefix=self.name + "-")
+        try:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--user-group",
+                            "--home-dir", self.home, "--shell", "/usr/sbin/nologin", self.name],
+                           check=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+        except BaseException:
+            shutil.rmtree(self.home, ignore_errors=True)
+            raise
+        try:
+            entry = pwd.getpwnam(self.name)
+            self.uid, self.gid = entry.pw_uid, entry.pw_gid
+            self.config_home = os.path.join(self.home, ".config")
+            self.runtime_dir = os.path.join(self.home, "run")
+            for directory in (self.home, self.config_home, self.runtime_dir):
+                os.makedirs(directory, 0o700, exist_ok=True)
+                os.chown(directory, self.uid, self.gid)
+                os.chmod(directory, 0o700)
+        except BaseException:
+            self.remove()
+            raise
+
+    def __repr__(self):
+        return "<OtherUser %s uid=%d>" % (self.name, self.uid)
+
+    @property
+    def identity(self):
+        """What ``_identity.user_identity()`` returns in this user's processes."""
+        return "uid:%d" % self.uid
+
+    def env(self, extra=None):
+        """The environment of this user's processes: ours, with its home, its XDG directories,
+        its names, and the checkout on the path; *extra* on top."""
+        env = dict(os.environ)
+        env.update(HOME=self.home, USER=self.name, LOGNAME=self.name,
+                   XDG_CONFIG_HOME=self.config_home, XDG_RUNTIME_DIR=self.runtime_dir,
+                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.update(extra or {})
+        return env
+
+    def remove(self):
+        """Delete the user and its home; idempotent."""
+        if os.path.isdir(self.home):
+            shutil.rmtree(self.home, ignore_errors=True)
+        subprocess.run(["userdel", self.name], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_as(user, argv, env=None, preload=PRELOAD):
+    """Start a Python program as *user* (an :class:`OtherUser`): *argv* is what follows the
+    interpreter on its command line, ``[script, *args]`` or ``["-c", code, *args]``; *env* is
+    added to ``user.env()``; the modules in *preload* are imported before the drop to the user.
+    Returns the Popen (stdin, stdout and stderr are pipes); the caller owns it."""
+    if not argv:
+        raise ValueError("argv must name a script or -c")
+    return subprocess.Popen(
+        [sys.executable, "-c", _AS_USER, str(user.uid), str(user.gid), user.home,
+         ",".join(preload), *argv],
+        env=user.env(env), cwd=user.home, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+
+
+def python_as(user, code, *args, env=None):
+    """Run ``python -c code args...`` as *user* to completion; returns a :class:`Result`."""
+    proc = run_as(user, ["-c", code, *args], env)
+    out, err = communicate(proc)
+    return Result(proc.pid, proc.returncode, text(out), text(err))
+
+
+def launch_as(user, args=(), config=None, env=None):
+    """As :func:`launch`, test_app.py with *args* and *config*, but as *user*."""
+    extra = {"SS_TEST_CONFIG": json.dumps(config or {})}
+    extra.update(env or {})
+    return run_as(user, [APP, *args], extra)
+
+
+def start_host_as(test, user, config=None, args=(), env=None):
+    """As :func:`start_host`, but the host runs as *user*; returns (app, port)."""
+    app = AppProcess(proc=launch_as(user, args, config, env))
+    test.addCleanup(app.stop)
+    event = app.wait_for("host")
+    app.host_pid = event["pid"]
+    return app, event["port"]
 
 
 class LineProcess:
