@@ -33,8 +33,8 @@ Everything it reports is one JSON object per line on stdout:
   ``left`` is what stayed in ``app.arguments`` (launches acknowledged as queued, undelivered).
 
 stdin commands, one per line: ``release``, ``trace``, ``unblock``, ``exhaust``, ``replenish``,
-``exit``; ``reply [text, status]`` (JSON) replies to the oldest held launch not replied to yet,
-``reply-again [text, status]`` to the last one replied to; ``await-cancelled`` waits (bounded)
+``exit``; ``reply [text, status]`` (JSON) replies to the oldest held launch not replied to yet
+(a reply that raises leaves it so), ``reply-again [text, status]`` to the last one replied to; ``await-cancelled`` waits (bounded)
 until the oldest held launch not replied to is cancelled, and reports whether it was;
 end of stdin releases and exits.
 """
@@ -124,7 +124,6 @@ def main():
             if name == "reply":
                 launch = next(held for held in held_launches
                               if not any(held is done for done in replied))
-                replied.append(launch)
             else:
                 launch = replied[-1]
             try:
@@ -132,6 +131,8 @@ def main():
             except (TypeError, ValueError, RuntimeError) as err:
                 report(event="reply-failed", error=type(err).__name__, message=str(err))
             else:
+                if name == "reply":
+                    replied.append(launch)
                 report(event="replied")
         elif command == "await-cancelled":
             launch = next(held for held in held_launches
