@@ -34,9 +34,9 @@ Everything it reports is one JSON object per line on stdout:
 
 stdin commands, one per line: ``release``, ``trace``, ``unblock``, ``exhaust``, ``replenish``,
 ``exit``; ``reply [text, status]`` (JSON) replies to the oldest held launch not replied to yet
-(a reply that raises leaves it so), ``reply-again [text, status]`` to the last one replied to; ``await-cancelled`` waits (bounded)
-until the oldest held launch not replied to is cancelled, and reports whether it was;
-end of stdin releases and exits.
+(a reply that raises leaves it so), ``reply-again [text, status]`` to the last one replied
+to; ``await-cancelled`` waits (bounded) until the oldest held launch not replied to is
+cancelled, and reports whether it was; end of stdin releases and exits.
 """
 
 import json

@@ -94,27 +94,27 @@ class TestReplyBeforeTheObserverReturns(RepliesTestCase):
     """An observer that replies at once: a launch without wait=True gets the reply with its
     acknowledgement (the host waits for its observer for delivery_wait, here long)."""
 
-    TUNING = {"delivery_wait": WAIT}
+    TUNING = (("delivery_wait", WAIT),)
 
     def test_a_strict_launch_prints_the_reply_and_exits_with_its_status(self):
-        _, port = self.host(reply=["h\u00e9llo\nsecond line\n", 7], tuning=self.TUNING)
+        _, port = self.host(reply=["h\u00e9llo\nsecond line\n", 7], tuning=dict(self.TUNING))
         code, out, err = finish_strict(self.launch([ARG], support.config(port)))
         self.assertEqual((code, out, err), (7, "h\u00e9llo\nsecond line\n", ""))
 
     def test_a_reply_of_status_0(self):
-        _, port = self.host(reply=["ok", 0], tuning=self.TUNING)
+        _, port = self.host(reply=["ok", 0], tuning=dict(self.TUNING))
         code, out, err = finish_strict(self.launch([ARG], support.config(port)))
         self.assertEqual((code, out, err), (0, "ok", ""))
 
     def test_strict_false_gets_the_reply_on_the_exception(self):
-        host, port = self.host(reply=["answer", 42], tuning=self.TUNING)
+        host, port = self.host(reply=["answer", 42], tuning=dict(self.TUNING))
         event = outcome(self.launch([ARG], support.client_config(port)))
         self.assertEqual((event["reason"], event["delivered"], event["host_pid"]),
                          ("delivered", True, host.host_pid))
         self.assertEqual((event["reply_text"], event["reply_status"]), ("answer", 42))
 
     def test_a_launch_not_replied_to_ends_as_before(self):
-        host, port = self.host(tuning=self.TUNING)
+        host, port = self.host(tuning=dict(self.TUNING))
         code, out, err = finish_strict(self.launch([ARG], support.config(port)))
         self.assertEqual((code, out, err), (0, "", ""))
         self.assertEqual(support.decode_args(host.wait_for("launch")), [os.fsencode(ARG)])
@@ -365,8 +365,7 @@ def _extract_previous_release():
         return "skip: git is not installed"
     try:
         archive = subprocess.run([git, "-C", support.ROOT, "archive", PROTOCOL_2_COMMIT,
-                                  "Socket_Singleton"], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, timeout=WAIT)
+                                  "Socket_Singleton"], capture_output=True, timeout=WAIT)
     except (OSError, subprocess.TimeoutExpired) as err:
         return "skip: git failed: %s" % err
     if archive.returncode != 0:
