@@ -77,13 +77,13 @@ def main():
     replied = []
 
     def observer(args):
+        if config.get("hold"):
+            held_launches.append(args)  # before the report: a test replies once it reads that
         report(event="launch", args=[os.fsencode(arg).hex() for arg in args],
                cwd=getattr(args, "cwd", None), pid=getattr(args, "pid", None),
                token=getattr(args, "activation_token", None), env=getattr(args, "env", None))
         if config.get("reply"):
             args.reply(*config["reply"])
-        if config.get("hold"):
-            held_launches.append(args)  # list.append: atomic, read by the main thread
         if config.get("observer_raises"):
             raise ValueError(config["observer_raises"])
         if config.get("observer_delay"):

@@ -169,10 +169,12 @@ def _say_bye(sock: socket.socket, farewell: bytes) -> None:
 
 
 def _read_frame(sock: socket.socket, deadline: float,
-                buf: bytearray) -> "Tuple[bytes, bytes]":
+                buf: "Optional[bytearray]" = None) -> "Tuple[bytes, bytes]":
     """The next frame: from *buf* (what earlier reads brought) and reads; what follows it stays
     in *buf* (a host sends a reply and its acknowledgement back to back, so one read can bring
     both)."""
+    if buf is None:
+        buf = bytearray()
     while True:
         found = _wire.split_frame(buf, _ANSWER_LIMIT)
         if found is not None:
