@@ -15,19 +15,28 @@ go to ``Socket_Singleton(...)`` and whose other keys shape the app:
   waiting);
 * ``"nofile"``: the process's limit on open file descriptors (POSIX), set before start-up;
 * ``"secret_env"``: the ``secret`` is this environment variable, as ``os.environ`` decodes it;
+* ``"reply"``: ``[text, status]``: the observer replies to each launch so before it returns;
+* ``"hold"``: the observer keeps each launch, for the stdin commands ``reply`` and
+  ``await-cancelled`` (a reply made later, on the main thread);
 
 Everything it reports is one JSON object per line on stdout:
 
 * ``{"event": "host", "port": P, "pid": N}`` once the constructor returned as host;
-* ``{"event": "launch", "args": [hex, ...], "cwd": ..., "pid": ...}`` per observer call,
-  each argument as the hex of its ``os.fsencode`` bytes, so tests compare exact bytes;
-* ``{"event": "turned-away", "reason": ..., "delivered": ..., "host_pid": ..., "message": ...}``
-  with ``strict=False`` (exit status 3);
+* ``{"event": "launch", "args": [hex, ...], "cwd": ..., "pid": ..., "token": ..., "env": ...}``
+  per observer call, each argument as the hex of its ``os.fsencode`` bytes, so tests compare
+  exact bytes (``token`` and ``env``: the launch's ``activation_token`` and ``env``);
+* ``{"event": "turned-away", "reason": ..., "delivered": ..., "host_pid": ..., "message": ...,
+  "detail": ..., "reply_text": ..., "reply_status": ...}`` with ``strict=False`` (exit status 3);
+* ``{"event": "replied"}`` or ``{"event": "reply-failed", "error": TYPE, "message": ...}``
+  after ``reply``; ``{"event": "cancelled", "value": ...}`` after ``await-cancelled``;
 * ``{"event": "released", "left": [[hex, ...], ...]}`` after the stdin command ``release``;
   ``left`` is what stayed in ``app.arguments`` (launches acknowledged as queued, undelivered).
 
 stdin commands, one per line: ``release``, ``trace``, ``unblock``, ``exhaust``, ``replenish``,
-``exit``; end of stdin releases and exits.
+``exit``; ``reply [text, status]`` (JSON) replies to the oldest held launch not replied to yet
+(a reply that raises leaves it so), ``reply-again [text, status]`` to the last one replied
+to; ``await-cancelled`` waits (bounded) until the oldest held launch not replied to is
+cancelled, and reports whether it was; end of stdin releases and exits.
 """
 
 import json
@@ -59,13 +68,22 @@ def main():
         app = Socket_Singleton(**kwargs)
     except MultipleSingletonsError as err:
         report(event="turned-away", reason=err.reason, delivered=err.delivered,
-               host_pid=err.host_pid, message=str(err))
+               host_pid=err.host_pid, message=str(err), detail=err.detail,
+               reply_text=getattr(err, "reply_text", None),
+               reply_status=getattr(err, "reply_status", None))
         return 3
     unblock = threading.Event()
+    held_launches = []
+    replied = []
 
     def observer(args):
+        if config.get("hold"):
+            held_launches.append(args)  # before the report: a test replies once it reads that
         report(event="launch", args=[os.fsencode(arg).hex() for arg in args],
-               cwd=getattr(args, "cwd", None), pid=getattr(args, "pid", None))
+               cwd=getattr(args, "cwd", None), pid=getattr(args, "pid", None),
+               token=getattr(args, "activation_token", None), env=getattr(args, "env", None))
+        if config.get("reply"):
+            args.reply(*config["reply"])
         if config.get("observer_raises"):
             raise ValueError(config["observer_raises"])
         if config.get("observer_delay"):
@@ -101,6 +119,29 @@ def main():
             while held:
                 os.close(held.pop())
             report(event="replenished", threads=[t.name for t in threading.enumerate()])
+        elif command.startswith(("reply ", "reply-again ")):
+            name, _, answer = command.partition(" ")
+            if name == "reply":
+                launch = next(held for held in held_launches
+                              if not any(held is done for done in replied))
+            else:
+                launch = replied[-1]
+            try:
+                launch.reply(*json.loads(answer))
+            except (TypeError, ValueError, RuntimeError) as err:
+                report(event="reply-failed", error=type(err).__name__, message=str(err))
+            else:
+                if name == "reply":
+                    replied.append(launch)
+                report(event="replied")
+        elif command == "await-cancelled":
+            launch = next(held for held in held_launches
+                          if not any(held is done for done in replied))
+            deadline = time.monotonic() + 30
+            # Launch.cancelled has no event to wait on: a bounded poll.
+            while not launch.cancelled and time.monotonic() < deadline:
+                threading.Event().wait(0.01)
+            report(event="cancelled", value=launch.cancelled)
         elif command == "exit":
             break
     unblock.set()

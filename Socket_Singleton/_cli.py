@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from . import __version__, _client, _net, _wire
+from . import __version__, _client, _net, _singleton, _wire
 from ._outcome import Reason
 
 TYPE_CHECKING = False
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 PROG = "socket-singleton"
 
 OK, USAGE, NOT_RUNNING, FOREIGN, NO_ANSWER, REFUSED, LOCAL = 0, 2, 3, 4, 5, 6, 7
+UNSUPPORTED, NO_REPLY, INTERRUPTED = 8, 9, 130
 EXIT_CODES = {
     Reason.HOST: OK,
     Reason.DELIVERED: OK,
@@ -29,6 +30,8 @@ EXIT_CODES = {
     Reason.SECRET_MISMATCH: REFUSED,
     Reason.IGNORED: OK,  # as a launch: nothing for the user to do (max_clients, no arguments)
     Reason.REJECTED: REFUSED,
+    Reason.UNSUPPORTED: UNSUPPORTED,
+    Reason.NO_REPLY: NO_REPLY,
 }
 
 EPILOG = """\
@@ -36,6 +39,7 @@ examples:
   %(prog)s status --port 24621
   %(prog)s send --port 24621 -- notes.txt --new-window
   APP_SECRET=s3cret %(prog)s send --port 24621 --secret-env APP_SECRET -- notes.txt
+  %(prog)s send --port 24621 --wait -- notes.txt   # until the application replies
 
 exit codes:
   0  status: a Socket_Singleton host answered; send: the host took the arguments, or
@@ -46,6 +50,12 @@ exit codes:
   5  no answer within --timeout
   6  refused: secret mismatch, too large, or the host's queue is full
   7  this process could not make a connection (out of descriptors or memory)
+  8  send --wait: the running instance is too old to reply (protocol 2); nothing was sent
+  9  send --wait: the instance took the arguments, then ended before it replied
+  130  interrupted (Ctrl+C), e.g. while send --wait waits
+
+When the application replies (with --wait, or at once), send prints the reply's text on
+stdout and exits with the reply's status instead, whatever it is.
 """ % {"prog": PROG}  # spelled out: in a subcommand's help %(prog)s would be "... status"
 
 
@@ -85,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     send = commands.add_parser("send", parents=[common], epilog=EPILOG,
                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                help="hand arguments to the running host, as a launch would")
+    send.add_argument("--wait", action="store_true",
+                      help="wait, as long as it takes (--timeout bounds only the hand-off), "
+                           "for the application's reply; print it and exit with its status")
+    send.add_argument("--forward-env", action="store_true",
+                      help="hand the application this command's whole environment too")
     send.add_argument("args", nargs="*", metavar="ARG",
                       help="the arguments to hand over (put them after --)")
     return parser
@@ -105,15 +120,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not 0 < options.timeout < 24 * 3600:  # also refuses nan
         _fail("--timeout must be a number of seconds greater than 0")
     where = _net.where(options.address, options.port)
+    try:
+        return _run(options, secret, where)
+    except KeyboardInterrupt:  # Ctrl+C, most likely while waiting for a reply
+        return INTERRUPTED
+
+
+def _run(options: argparse.Namespace, secret: Optional[str], where: str) -> int:
     if options.command == "status":
         outcome = _client.probe(options.address, options.port, secret, options.timeout)
         if outcome.reason == Reason.HOST:
             print("a Socket_Singleton host listens on %s (pid %s)" % (where, outcome.host_pid))
     else:
+        extras = _wire.Extras(options.wait, _client.activation_token(),
+                              _singleton._environment(options.forward_env))
         claimed = _client.claim(options.address, options.port, True, tuple(options.args),
-                                secret, options.timeout, take=False)
+                                secret, options.timeout, take=False, extras=extras)
         assert isinstance(claimed, _client.Outcome)  # take=False never binds
         outcome = claimed
+        if outcome.reply_status is not None:  # the application answered: as a launch would
+            sys.stdout.write(outcome.reply_text or "")
+            sys.stdout.flush()
+            return outcome.reply_status
         if outcome.reason in (Reason.DELIVERED, Reason.QUEUED):
             print("%s to the host on %s (pid %s)" % (outcome.reason, where, outcome.host_pid))
         elif outcome.reason == Reason.IGNORED:

@@ -14,7 +14,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional, Tuple, Union
 
-_ANSWER_LIMIT = 64 * 1024  # no frame from a host is anywhere near this big
+# The largest frame a host sends is a reply: its 4-byte status and up to MAX_REPLY bytes of text.
+_ANSWER_LIMIT = 4 + _wire.MAX_REPLY
+_READ_SIZE = 64 * 1024  # every other frame is far smaller: no read allocates a megabyte
 # The longest a single socket call waits: Windows refuses timeouts near threading.TIMEOUT_MAX
 # ("timeout doesn't fit into C timeval"). A read waits again until the deadline; a connect or
 # send that takes a whole day has failed anyway.
@@ -55,6 +57,7 @@ def _drive(machine: "_handoff.Handoff", address: str,
     """The hand-off's I/O: do what *machine* asks, tell it what happened."""
     deadline = machine.deadline
     sock: Optional[socket.socket] = None
+    unread = bytearray()  # what a read brought beyond its frame: the next frame's start
     action = machine.start()
     try:
         while True:
@@ -66,13 +69,14 @@ def _drive(machine: "_handoff.Handoff", address: str,
                 sock = None
             if isinstance(action, _handoff.Exchange):
                 assert sock is not None
-                action = _exchange(machine, sock, action, deadline)
+                action = _exchange(machine, sock, action, deadline, unread)
             elif isinstance(action, _handoff.Take):
                 listening = _net.listen_exclusively(address, port)
                 if listening is not None:
                     return listening
                 action = machine.held()
             elif isinstance(action, _handoff.Connect):
+                unread.clear()
                 try:
                     sock = socket.socket(_net.family_of(address), socket.SOCK_STREAM)
                 except OSError as err:
@@ -123,7 +127,7 @@ def _close(sock: socket.socket) -> None:
 
 
 def _exchange(machine: "_handoff.Handoff", sock: socket.socket, action: "_handoff.Exchange",
-              deadline: float) -> "_handoff.Action":
+              deadline: float, unread: bytearray) -> "_handoff.Action":
     """Send what the machine gives, read back what it expects, and tell it."""
     expect = action.expect
     if action.endless:  # a launch that waits for its reply: no deadline but the user's Ctrl+C
@@ -140,7 +144,7 @@ def _exchange(machine: "_handoff.Handoff", sock: socket.socket, action: "_handof
             return machine.sent(time.monotonic())
         if expect is _handoff.BANNER:
             return machine.received(_read_banner(sock, deadline), time.monotonic())
-        kind, payload = _read_frame(sock, deadline)
+        kind, payload = _read_frame(sock, deadline, unread)
     except socket.timeout:
         if expect is _handoff.BANNER:
             # Give up with a reset, not a clean close: a 3.0.0 host would take the NULs it
@@ -164,13 +168,19 @@ def _say_bye(sock: socket.socket, farewell: bytes) -> None:
         pass
 
 
-def _read_frame(sock: socket.socket, deadline: float) -> "Tuple[bytes, bytes]":
-    buf = b""
+def _read_frame(sock: socket.socket, deadline: float,
+                buf: "Optional[bytearray]" = None) -> "Tuple[bytes, bytes]":
+    """The next frame: from *buf* (what earlier reads brought) and reads; what follows it stays
+    in *buf* (a host sends a reply and its acknowledgement back to back, so one read can bring
+    both)."""
+    if buf is None:
+        buf = bytearray()
     while True:
         found = _wire.split_frame(buf, _ANSWER_LIMIT)
         if found is not None:
+            del buf[:found[2]]
             return found[0], found[1]
-        buf += _recv(sock, _ANSWER_LIMIT, deadline)
+        buf += _recv(sock, _READ_SIZE, deadline)
 
 
 def _read_banner(sock: socket.socket, deadline: float) -> bytes:

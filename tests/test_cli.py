@@ -1,7 +1,11 @@
 """The command line, ``python -m Socket_Singleton status|send``, run as real processes."""
 
+import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -9,7 +13,8 @@ import Socket_Singleton as package
 from Socket_Singleton import Socket_Singleton, _wire
 
 from . import support
-from .support import FOREIGN_PROGRAMS, assert_port_free, cli
+from .support import FOREIGN_PROGRAMS, WAIT, assert_port_free, cli
+from .test_replies import OtherAppProcess, previous_release
 
 SECRET_ENV = "SS_TEST_CLI_SECRET"
 
@@ -50,8 +55,9 @@ class TestCommandLineUsage(CommandLineTestCase):
                 self.assertRegex(result.out, r"\A%s\s" % re.escape(usage))
                 self.assertIn(self.EXAMPLES, result.out)
                 self.assertIn("\nexit codes:\n", result.out)
-                codes = re.findall(r"^  (\d)  \S", result.out.split("exit codes:")[1], re.M)
-                self.assertEqual(codes, ["0", "2", "3", "4", "5", "6", "7"], result.out)
+                codes = re.findall(r"^  (\d+)  \S", result.out.split("exit codes:")[1], re.M)
+                self.assertEqual(codes, ["0", "2", "3", "4", "5", "6", "7", "8", "9", "130"],
+                                 result.out)
                 if command:
                     self.assertIn("--port PORT", result.out)
                     self.assertIn("--secret-env NAME", result.out)
@@ -251,6 +257,116 @@ class TestCommandLineSend(CommandLineTestCase):
                      env={SECRET_ENV: "s3cret"})
         self.assertEqual(result.code, 0, result)
         self.assertEqual(support.decode_args(host.wait_for("launch")), [b"right"])
+
+
+def cli_process(test, *args, env=None):
+    """Start ``python -m Socket_Singleton ARGS``; ended by its own handle when *test* ends."""
+    environ = support.app_env({}, dict(env or {}, PYTHONIOENCODING="utf-8"))
+    proc = subprocess.Popen([sys.executable, "-m", "Socket_Singleton", *args], cwd=support.ROOT,
+                            env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    test.addCleanup(support.kill, proc)
+    return proc
+
+
+def finish(proc):
+    """(returncode, stdout, stderr) of a command started with cli_process()."""
+    out, err = support.communicate(proc)
+    return support.Result(proc.pid, proc.returncode, support.text(out), support.text(err))
+
+
+class TestCommandLineSendReplies(CommandLineTestCase):
+    """``send --wait`` and the replies of a protocol-3 host (issue 18)."""
+
+    def holding_host(self, **app):
+        return support.start_host(self, dict(support.config(0), hold=True, **app))
+
+    def waiting_send(self, port, *args):
+        """A ``send --wait`` whose launch the host has received; returns its process."""
+        return cli_process(self, "send", "--port", str(port), "--wait", "--", *args)
+
+    def assertStillRunning(self, proc):
+        with self.assertRaises(subprocess.TimeoutExpired):
+            proc.wait(support.SHORT)
+
+    def test_wait_prints_the_reply_and_exits_with_its_status(self):
+        host, port = self.holding_host()
+        proc = self.waiting_send(port, "doc.txt")
+        self.assertEqual(support.decode_args(host.wait_for("launch")), [b"doc.txt"])
+        self.assertStillRunning(proc)
+        host.send("reply " + json.dumps(["closed doc.txt \u00e9\n", 5]))
+        self.assertEqual(host.next_event(), {"event": "replied"})
+        result = finish(proc)
+        self.assertEqual((result.code, result.out, result.err),
+                         (5, "closed doc.txt \u00e9\n", ""), result)
+
+    def test_a_reply_of_status_0_prints_only_the_reply(self):
+        host, port = self.holding_host()
+        proc = self.waiting_send(port, "x")
+        host.wait_for("launch")
+        host.send('reply ["", 0]')
+        result = finish(proc)
+        self.assertEqual((result.code, result.out, result.err), (0, "", ""), result)
+
+    def test_without_wait_a_reply_made_at_once_is_printed(self):
+        _, port = support.start_host(self, dict(support.config(0), reply=["at once\n", 3],
+                                                tuning={"delivery_wait": WAIT}))
+        result = cli("send", "--port", str(port), "--", "x")
+        self.assertEqual((result.code, result.out, result.err), (3, "at once\n", ""), result)
+
+    @unittest.skipUnless(support.POSIX, "SIGINT to another process is POSIX only")
+    def test_ctrl_c_exits_130_and_cancels_the_launch(self):
+        host, port = self.holding_host()
+        proc = self.waiting_send(port, "x")
+        host.wait_for("launch")
+        self.assertStillRunning(proc)
+        proc.send_signal(signal.SIGINT)
+        result = finish(proc)
+        self.assertEqual((result.code, result.out, result.err), (130, "", ""), result)
+        host.send("await-cancelled")
+        self.assertEqual(host.wait_for("cancelled")["value"], True)
+
+    def test_the_host_ends_before_it_replies(self):
+        for end in ("release", "kill"):
+            with self.subTest(end=end):
+                host, port = self.holding_host()
+                proc = self.waiting_send(port, "x")
+                host.wait_for("launch")
+                self.assertStillRunning(proc)
+                if end == "kill":
+                    host.proc.kill()
+                else:
+                    host.send("release")
+                result = finish(proc)  # bounded: a send that hangs fails here
+                self.assertOneLineError(result, 9)
+                self.assertTrue(result.err.startswith(
+                    "socket-singleton: 127.0.0.1:%d: the running instance delivered the "
+                    "launch, then ended before it replied (" % port), result)
+
+    def test_wait_on_a_protocol_2_host_sends_nothing(self):
+        host = OtherAppProcess(previous_release(self), config=support.config(0))
+        self.addCleanup(host.stop)
+        port = host.wait_for("host")["port"]
+        result = cli("send", "--port", str(port), "--wait", "--", "waits")
+        self.assertOneLineError(result, 8)
+        self.assertIn("wait=True needs protocol 3", result.err)
+        # Without --wait it is delivered; it is the first launch the host sees.
+        result = cli("send", "--port", str(port), "--", "plain")
+        self.assertEqual((result.code, result.err), (0, ""), result)
+        self.assertEqual(support.decode_args(host.wait_for("launch")), [b"plain"])
+
+    def test_forward_env_and_the_activation_token(self):
+        host, port = support.start_host(self, support.config(0))
+        env = {"SS_TEST_VAR": "42", "XDG_ACTIVATION_TOKEN": "tok-1"}
+        result = cli("send", "--port", str(port), "--forward-env", "--", "a", env=env)
+        self.assertEqual((result.code, result.err), (0, ""), result)
+        event = host.wait_for("launch")
+        self.assertEqual((event["env"]["SS_TEST_VAR"], event["token"]), ("42", "tok-1"))
+        self.assertEqual(event["env"]["SS_TEST_CONFIG"], json.dumps({}))
+        result = cli("send", "--port", str(port), "--", "b", env=env)
+        self.assertEqual((result.code, result.err), (0, ""), result)
+        event = host.wait_for("launch")
+        self.assertEqual((event["env"], event["token"]), (None, "tok-1"))
 
 
 if __name__ == "__main__":

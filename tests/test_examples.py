@@ -3,6 +3,7 @@
 import ast
 import os
 import select
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,8 @@ QUICKSTART = os.path.join(EXAMPLES, "quickstart.py")
 ASYNCIO_SERVICE = os.path.join(EXAMPLES, "asyncio_service.py")
 QUEUE_TOOL = os.path.join(EXAMPLES, "queue_tool.py")
 TK_OPEN_FILES = os.path.join(EXAMPLES, "tk_open_files.py")
+EDITOR = os.path.join(EXAMPLES, "editor.py")
+STATUS_TOOL = os.path.join(EXAMPLES, "status_tool.py")
 QUEUE_TOOL_IDLE = "6"  # the worker's idle bound: short, yet far above a launch's start-up
 
 
@@ -127,6 +130,136 @@ class TestExampleQueueTool(unittest.TestCase):
         again = example_process(self, QUEUE_TOOL, ["d"], env)
         again.expect("worker started (pid %d)" % again.proc.pid)
         again.expect("ran d")
+
+
+class TestExampleStatusTool(unittest.TestCase):
+
+    def test_later_invocations_print_the_running_tools_answer(self):
+        port = support.free_port()
+        env = example_env(STATUS_TOOL_PORT=str(port))
+        _, code, out, err = run_launch(STATUS_TOOL, ["status"], env)  # none runs: none starts
+        self.assertEqual((code, out, err), (1, "", "status_tool.py: not running\n"))
+        support.assert_port_free(self, port)
+
+        tool = example_process(self, STATUS_TOOL, env=env)
+        tool.expect("tool running on port %d" % port)
+        pid = tool.proc.pid
+        _, code, out, err = run_launch(STATUS_TOOL, ["status"], env)
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertRegex(out, r"\Arunning for \d+ s \(pid %d\); launches so far: 1\n\Z" % pid)
+        _, code, out, err = run_launch(STATUS_TOOL, ["fail"], env)
+        self.assertEqual((code, out, err), (3, "unknown command 'fail'; try: status, stop\n", ""))
+        _, code, out, err = run_launch(STATUS_TOOL, ["status"], env)
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertRegex(out, r"\Arunning for \d+ s \(pid %d\); launches so far: 3\n\Z" % pid)
+        _, code, out, err = run_launch(STATUS_TOOL, ["stop"], env)
+        self.assertEqual((code, out, err), (0, "stopping (pid %d)\n" % pid, ""))
+        self.assertEqual(tool.wait_exit(), 0, tool.output)
+        self.assertEqual(tool.output, ["tool running on port %d" % port, "stopped"])
+
+
+def git_environment(home, **extra):
+    """The environment of a git that reads no configuration of the user's or the system's."""
+    env = example_env(HOME=home, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="Ann Example",
+                      GIT_AUTHOR_EMAIL="ann@example.invalid", GIT_COMMITTER_NAME="Ann Example",
+                      GIT_COMMITTER_EMAIL="ann@example.invalid", **extra)
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    return env
+
+
+def shell_words(*words):
+    """*words* as git's shell reads a command (its own sh, also on Windows)."""
+    return " ".join(shlex.quote(word.replace(os.sep, "/")) for word in words)
+
+
+class TestExampleEditor(unittest.TestCase):
+
+    def start_editor(self, env, port):
+        editor = example_process(self, EDITOR, env=env)
+        editor.expect("editor ready on port %d" % port)
+        return editor
+
+    def test_a_run_returns_once_the_editor_closed_its_file(self):
+        port = support.free_port()
+        env = example_env(EDITOR_DEMO_PORT=str(port))
+        where = tempfile.TemporaryDirectory()
+        self.addCleanup(where.cleanup)
+        folder = os.path.realpath(where.name)
+        path = os.path.join(folder, "notes.txt")
+        with open(path, "w", encoding="utf-8") as file:
+            file.write("draft\n")
+
+        _, code, out, err = run_launch(EDITOR, ["notes.txt"], env, cwd=folder)
+        self.assertEqual((code, out), (1, ""))  # no editor runs: none starts
+        self.assertTrue(err.startswith("editor.py: no editor is running"), err)
+
+        editor = self.start_editor(env, port)
+        opened = example_process(self, EDITOR, ["notes.txt"], env, cwd=folder)
+        editor.expect("opened " + path)
+        with self.assertRaises(subprocess.TimeoutExpired):  # it waits for the file's close
+            opened.proc.wait(support.SHORT)
+        _, code, out, err = run_launch(EDITOR, ["--close", "elsewhere.txt"], env, cwd=folder)
+        self.assertEqual((code, out, err), (1, "%s is not open\n"
+                                            % os.path.join(folder, "elsewhere.txt"), ""))
+        _, code, out, err = run_launch(EDITOR, ["--close", path, "--text", "final"], env)
+        self.assertEqual((code, out, err), (0, "", ""))
+        self.assertEqual(opened.wait_exit(), 0, opened.output)
+        self.assertEqual(opened.output, [])
+        with open(path, encoding="utf-8") as file:
+            self.assertEqual(file.read(), "final\n")
+
+        _, code, out, err = run_launch(EDITOR, [], env)
+        self.assertEqual((code, out, err), (1, "the editor is already running (pid %d)\n"
+                                            % editor.proc.pid, ""))
+        # --quit: a run still waiting is told, with status 1
+        waiting = example_process(self, EDITOR, ["other.txt"], env, cwd=folder)
+        editor.expect("opened " + os.path.join(folder, "other.txt"))
+        _, code, out, err = run_launch(EDITOR, ["--quit"], env)
+        self.assertEqual((code, out, err), (0, "", ""))
+        self.assertEqual(waiting.wait_exit(), 1)
+        self.assertEqual(waiting.output, ["the editor quit before %s was closed"
+                                          % os.path.join(folder, "other.txt")])
+        self.assertEqual(editor.wait_exit(), 0, editor.output)
+        self.assertEqual(editor.output[-1], "editor quit")
+
+    @unittest.skipIf(shutil.which("git") is None, "git is not installed")
+    def test_git_commit_returns_only_once_the_editor_closed_the_message(self):
+        port = support.free_port()
+        where = tempfile.TemporaryDirectory()
+        self.addCleanup(where.cleanup)
+        repo = os.path.realpath(where.name)
+        env = git_environment(repo, EDITOR_DEMO_PORT=str(port),
+                              GIT_EDITOR=shell_words(sys.executable, EDITOR))
+        editor = self.start_editor(env, port)
+
+        def git(*args):
+            done = subprocess.run(["git", *args], cwd=repo, env=env, stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=support.WAIT)
+            self.assertEqual(done.returncode, 0, done)
+            return support.text(done.stdout)
+
+        git("init", "-q")
+        with open(os.path.join(repo, "notes.txt"), "w", encoding="utf-8") as file:
+            file.write("notes\n")
+        git("add", "notes.txt")
+        commit = subprocess.Popen(["git", "-c", "commit.gpgsign=false", "commit", "-q"],
+                                  cwd=repo, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(support.kill, commit)
+        line = editor.expect(lambda line: line.startswith("opened "))
+        message = os.path.realpath(line[len("opened "):])
+        self.assertEqual(message, os.path.join(repo, ".git", "COMMIT_EDITMSG"))
+        with self.assertRaises(subprocess.TimeoutExpired):  # git waits for its editor
+            commit.wait(support.SHORT)
+        self.assertEqual(git("log", "--all", "--oneline"), "")  # nothing committed yet
+
+        _, code, out, err = run_launch(EDITOR, ["--close", message, "--text",
+                                                "Notes from the running editor"], env)
+        self.assertEqual((code, out, err), (0, "", ""))
+        out, err = support.communicate(commit)
+        self.assertEqual(commit.returncode, 0, support.text(err))
+        self.assertEqual(git("log", "-1", "--format=%B"), "Notes from the running editor\n\n")
 
 
 def _read_display(fd, log):
