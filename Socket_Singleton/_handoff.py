@@ -428,6 +428,10 @@ class Handoff:
         self._last = result
         if result == _REFUSED:
             if not self._take:
+                if self._sent:  # the host went away after it may have taken the launch
+                    return self._done(_unconfirmed("the running instance went away, and "
+                                                   "nothing listens on the port now",
+                                                   self._pid))
                 return self._done(_not_running())
             if self._refused_since is None:
                 self._refused_since = now

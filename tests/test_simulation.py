@@ -918,6 +918,27 @@ class TestHandoffMachine(unittest.TestCase):
                           "within 1 s; it may still deliver it", 7))
 
 
+class TestSendOnly(unittest.TestCase):
+    def test_a_host_that_vanished_with_the_launch_does_not_make_it_not_sent(self):
+        # socket-singleton send (take=False): the host read the launch, then died before its
+        # acknowledgement left; the next try finds nothing listening. The arguments may have
+        # been delivered: "not-running" ("The arguments were not sent") would be untrue.
+        machine = _handoff.Handoff(("x",), None, 1.0, 0.0, b"i" * _wire.ID_SIZE, take=False,
+                                   urandom=_nonce)
+        self.assertIsInstance(machine.start(), _handoff.Connect)
+        machine.connected()
+        machine.received(_wire.BANNER, 0.1)
+        welcome = _wire.encode_welcome3(7, 1024, _nonce(_wire.NONCE_SIZE), b"", _wire.NUMBERED)
+        kind, payload, _ = _wire.split_frame(welcome, 1 << 16)
+        self.assertIsInstance(machine.frame(kind, payload, 0.2), _handoff.Verified)
+        self.assertIsInstance(machine.launch(1, "/"), _handoff.Exchange)
+        self.assertIsInstance(machine.closed(0.3), _handoff.Sleep)  # it asks again
+        self.assertIsInstance(machine.woke(0.4), _handoff.Connect)
+        outcome = machine.refused(0.5).outcome
+        self.assertEqual((outcome.reason, outcome.unconfirmed), ("no-answer", True))
+        self.assertIn("may have been delivered", outcome.detail)
+
+
 class TestSimulation(unittest.TestCase):
     def test_every_schedule_keeps_the_invariants(self):
         explorer = Explorer()
