@@ -5,6 +5,8 @@ from another's host; the hand-off machine driven directly, then real processes."
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -134,6 +136,17 @@ class TestWalkMachine(unittest.TestCase):
         self.assertIsInstance(launch, _handoff.Exchange)
         self.assertTrue(walk.sent_args())
         self.assertEqual(walk.machine.port, 101)
+
+    def test_client_false_still_looks_for_its_own_host(self):
+        walk = Walk(send=False)
+        walk.machine.start()
+        take = walk.greet(walk.machine.held(), OTHER)
+        self.assertEqual(take.port, 102)
+        finish = walk.greet(walk.machine.held(), IDENTITY)
+        self.assertIsInstance(finish, _handoff.Finish)
+        self.assertEqual((finish.outcome.reason, finish.outcome.host_pid),
+                         (Reason.NOT_SENT, 4242))
+        self.assertFalse(walk.sent_args())
 
     def test_every_candidate_held_by_others(self):
         walk = Walk()
@@ -332,6 +345,22 @@ class TestApplicationsByName(AppTestCase):
         foreign.close()
         self.assert_delivered(app, self.launch(["y"], app_id=app_id, scope="machine"), ["y"])
         support.assert_port_free(self, ports[0])
+
+    def test_a_launch_with_only_a_port_loads_nothing_new(self):
+        host = Socket_Singleton(port=0, strict=False)
+        self.addCleanup(host.release)
+        code = ("import sys\n"
+                "from Socket_Singleton import MultipleSingletonsError, Socket_Singleton\n"
+                "try:\n"
+                "    Socket_Singleton(port=%d, strict=False)\n"
+                "except MultipleSingletonsError as err:\n"
+                "    print(err.reason)\n"
+                "print(sorted(name for name in ('Socket_Singleton._identity', 'hashlib', 'hmac')"
+                " if name in sys.modules))\n" % host.port)
+        result = subprocess.run([sys.executable, "-c", code], env=support.app_env({}),
+                                capture_output=True, timeout=support.WAIT)
+        self.assertEqual(support.text(result.stdout), "ignored\n[]\n",
+                         support.text(result.stderr))
 
     def test_a_launch_with_only_a_port_behaves_as_before(self):
         app, port = support.start_host(self, support.config(0))
