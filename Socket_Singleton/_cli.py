@@ -38,6 +38,7 @@ EPILOG = """\
 examples:
   %(prog)s status --port 24621
   %(prog)s send --port 24621 -- notes.txt --new-window
+  %(prog)s status --app-id org.example.Editor
   APP_SECRET=s3cret %(prog)s send --port 24621 --secret-env APP_SECRET -- notes.txt
   %(prog)s send --port 24621 --wait -- notes.txt   # until the application replies
 
@@ -76,7 +77,12 @@ def _port(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--port", type=_port, required=True, help="the application's port")
+    common.add_argument("--port", type=_port,
+                        help="the application's port (with --app-id: pins that port instead "
+                        "of the derived ones)")
+    common.add_argument("--app-id", help="the application's id: its ports are derived from it")
+    common.add_argument("--scope", choices=("user", "machine"),
+                        help="with --app-id: the application's scope (default: user)")
     common.add_argument("--address", default="127.0.0.1",
                         help="the address the application binds (default: %(default)s)")
     common.add_argument("--secret-env", metavar="NAME",
@@ -105,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_USAGE_PARSER = _Parser(prog=PROG)  # says a usage error found after parsing
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     options = _parser().parse_args(argv)
     secret = None
@@ -119,34 +128,62 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   % options.secret_env)
     if not 0 < options.timeout < 24 * 3600:  # also refuses nan
         _fail("--timeout must be a number of seconds greater than 0")
-    where = _net.where(options.address, options.port)
     try:
-        return _run(options, secret, where)
+        return _run(options, secret)
     except KeyboardInterrupt:  # Ctrl+C, most likely while waiting for a reply
         return INTERRUPTED
 
 
-def _run(options: argparse.Namespace, secret: Optional[str], where: str) -> int:
+def _run(options: argparse.Namespace, secret: Optional[str]) -> int:
+    identity = _wire.NUMBERED
+    ports: tuple[int, ...] = ()
+    port = options.port
+    named = ""
+    if options.app_id is None:
+        if port is None:
+            _USAGE_PARSER.error("one of --port and --app-id is required")
+        if options.scope is not None:
+            _USAGE_PARSER.error("--scope is only used with --app-id")
+    else:
+        from . import _identity
+
+        scope = options.scope or "user"
+        try:
+            app_id = _identity.validate_app_id(options.app_id)
+            if port is None:
+                ports = tuple(_identity.candidates(app_id, scope))
+                port = ports[0]
+            identity, secret = _identity.resolve(app_id, scope, secret)
+        except ValueError as err:
+            _USAGE_PARSER.error("--app-id: %s" % err)
+        except OSError as err:  # the user's key
+            _fail(str(err))
+        named = "%s (%s scope) on " % (app_id, scope)
     if options.command == "status":
-        outcome = _client.probe(options.address, options.port, secret, options.timeout)
-        if outcome.reason == Reason.HOST:
-            print("a Socket_Singleton host listens on %s (pid %s)" % (where, outcome.host_pid))
+        outcome = _client.probe(options.address, port, secret, options.timeout, identity, ports)
     else:
         extras = _wire.Extras(options.wait, _client.activation_token(),
                               _singleton._environment(options.forward_env))
-        claimed = _client.claim(options.address, options.port, True, tuple(options.args),
-                                secret, options.timeout, take=False, extras=extras)
+        claimed = _client.claim(options.address, port, True, tuple(options.args),
+                                secret, options.timeout, take=False, extras=extras,
+                                identity=identity, ports=ports)
         assert isinstance(claimed, _client.Outcome)  # take=False never binds
         outcome = claimed
-        if outcome.reply_status is not None:  # the application answered: as a launch would
-            sys.stdout.write(outcome.reply_text or "")
-            sys.stdout.flush()
-            return outcome.reply_status
-        if outcome.reason in (Reason.DELIVERED, Reason.QUEUED):
-            print("%s to the host on %s (pid %s)" % (outcome.reason, where, outcome.host_pid))
-        elif outcome.reason == Reason.IGNORED:
-            print("ignored by the host on %s (pid %s): %s"
-                  % (where, outcome.host_pid, outcome.detail))
+    if outcome.host_pid is not None and outcome.port is not None:
+        port = outcome.port  # where its host answered
+    where = named + _net.where(options.address, port)
+    if options.command == "status":
+        if outcome.reason == Reason.HOST:
+            print("a Socket_Singleton host listens on %s (pid %s)" % (where, outcome.host_pid))
+    elif outcome.reply_status is not None:  # the application answered: as a launch would
+        sys.stdout.write(outcome.reply_text or "")
+        sys.stdout.flush()
+        return outcome.reply_status
+    elif outcome.reason in (Reason.DELIVERED, Reason.QUEUED):
+        print("%s to the host on %s (pid %s)" % (outcome.reason, where, outcome.host_pid))
+    elif outcome.reason == Reason.IGNORED:
+        print("ignored by the host on %s (pid %s): %s"
+              % (where, outcome.host_pid, outcome.detail))
     code = EXIT_CODES.get(outcome.reason, REFUSED)
     if code != OK:
         sys.stderr.write("%s: %s: %s\n" % (PROG, where, outcome.detail or outcome.reason))

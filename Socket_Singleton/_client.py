@@ -25,7 +25,9 @@ _LONGEST_WAIT = 24 * 3600.0
 
 def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: "Optional[str]",
           timeout: float, take: bool = True, legacy: bool = False,
-          extras: "Optional[_wire.Extras]" = None) -> "Union[socket.socket, Outcome]":
+          extras: "Optional[_wire.Extras]" = None,
+          identity: "_wire.Identity" = _wire.NUMBERED,
+          ports: "Tuple[int, ...]" = ()) -> "Union[socket.socket, Outcome]":
     """Become the host (returns the listening socket) or hand *args* to the host.
 
     Retries while the host is going away, so that a launch either becomes the next host or
@@ -33,36 +35,44 @@ def claim(address: str, port: int, send: bool, args: "Tuple[str, ...]", secret: 
     host that already took it answers again instead of taking it twice. With ``take=False``
     the port is never bound: a port nobody listens on ends with ``not-running``. With
     *legacy*, a holder that closes without answering gets the arguments in the 2.0.0 form.
+    *identity*: the application's, which a host must announce; *ports*: its candidates, tried
+    in order instead of *port* (see ``_handoff.Handoff``). An outcome's ``port`` is where it
+    ended.
     """
     machine = _handoff.Handoff(args, secret, timeout, time.monotonic(),
                                 os.urandom(_wire.ID_SIZE), send=send, take=take, legacy=legacy,
-                                extras=extras or _wire.Extras(token=activation_token()))
-    return _drive(machine, address, port)
+                                extras=extras or _wire.Extras(token=activation_token()),
+                                identity=identity, ports=ports or (port,))
+    return _drive(machine, address)
 
 
-def probe(address: str, port: int, secret: "Optional[str]", timeout: float) -> "Outcome":
-    """Ask whatever listens on the port who it is, without launching anything.
+def probe(address: str, port: int, secret: "Optional[str]", timeout: float,
+          identity: "_wire.Identity" = _wire.NUMBERED, ports: "Tuple[int, ...]" = ()) -> "Outcome":
+    """Ask whatever listens on the port (or on each of *ports* in turn, for a host of
+    *identity*) who it is, without launching anything.
 
-    Returns reason ``Reason.HOST`` with the host's pid for a verified Socket_Singleton host
-    (verified against *secret* when given), else why not.
+    Returns reason ``Reason.HOST`` with the host's pid and port for a verified Socket_Singleton
+    host (verified against *secret* when given), else why not.
     """
-    machine = _handoff.Handoff((), secret, timeout, time.monotonic(), probe=True)
-    result = _drive(machine, address, port)
+    machine = _handoff.Handoff((), secret, timeout, time.monotonic(), probe=True,
+                                identity=identity, ports=ports or (port,))
+    result = _drive(machine, address)
     assert isinstance(result, Outcome)  # a probe never binds
     return result
 
 
-def _drive(machine: "_handoff.Handoff", address: str,
-           port: int) -> "Union[socket.socket, Outcome]":
+def _drive(machine: "_handoff.Handoff", address: str) -> "Union[socket.socket, Outcome]":
     """The hand-off's I/O: do what *machine* asks, tell it what happened."""
     deadline = machine.deadline
     sock: Optional[socket.socket] = None
     unread = bytearray()  # what a read brought beyond its frame: the next frame's start
+    held: Optional[socket.socket] = None  # bound while the machine asks the other candidates
     action = machine.start()
     try:
         while True:
             if sock is not None and not isinstance(action, (_handoff.Exchange,
-                                                            _handoff.Verified)):
+                                                            _handoff.Verified,
+                                                            _handoff.Yield)):
                 if isinstance(action, _handoff.Finish) and action.farewell:
                     _say_bye(sock, action.farewell)
                 _close(sock)
@@ -71,10 +81,28 @@ def _drive(machine: "_handoff.Handoff", address: str,
                 assert sock is not None
                 action = _exchange(machine, sock, action, deadline, unread)
             elif isinstance(action, _handoff.Take):
-                listening = _net.listen_exclusively(address, port)
-                if listening is not None:
+                listening = _net.listen_exclusively(address, action.port)
+                if listening is None:
+                    action = machine.held()
+                elif not action.check:
                     return listening
-                action = machine.held()
+                else:
+                    held = listening
+                    action = machine.bound()
+            elif isinstance(action, _handoff.Test):
+                if _net.bound_elsewhere(address, action.port):
+                    action = machine.held()
+                else:
+                    action = machine.free()
+            elif isinstance(action, _handoff.Keep):
+                assert held is not None
+                listening, held = held, None
+                return listening
+            elif isinstance(action, _handoff.Yield):
+                assert held is not None
+                _net.close_quietly(held)
+                held = None
+                action = machine.launch(os.getpid(), _cwd())
             elif isinstance(action, _handoff.Connect):
                 unread.clear()
                 try:
@@ -84,7 +112,7 @@ def _drive(machine: "_handoff.Handoff", address: str,
                     continue
                 try:
                     _set_timeout(sock, deadline)
-                    sock.connect((address, port))
+                    sock.connect((address, action.port))
                 except socket.timeout:
                     action = machine.timed_out(time.monotonic())
                 except OSError as err:
@@ -97,13 +125,18 @@ def _drive(machine: "_handoff.Handoff", address: str,
                 time.sleep(action.seconds)
                 action = machine.woke(time.monotonic())
             else:
-                if action.outcome.reason == Reason.PORT_BUSY:  # say what the platform shows
-                    return _handoff.port_busy(port, _net.tcp_states(address, port),
-                                              _net.ephemeral_range())
-                return action.outcome
+                port = machine.port
+                outcome = action.outcome
+                if outcome.reason == Reason.PORT_BUSY:  # say what the platform shows
+                    outcome = _handoff.port_busy(port, _net.tcp_states(address, port),
+                                                 _net.ephemeral_range())
+                outcome.port = port
+                return outcome
     finally:
         if sock is not None:
             _close(sock)
+        if held is not None:
+            _net.close_quietly(held)
 
 
 def _close(sock: socket.socket) -> None:
@@ -132,6 +165,8 @@ def _exchange(machine: "_handoff.Handoff", sock: socket.socket, action: "_handof
     expect = action.expect
     if action.endless:  # a launch that waits for its reply: no deadline but the user's Ctrl+C
         deadline = math.inf
+    elif action.within is not None:
+        deadline = min(deadline, time.monotonic() + action.within)
     if action.foreground is not None:
         # before the host's observers run: they may raise its window
         _net.allow_foreground(action.foreground)

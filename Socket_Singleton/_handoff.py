@@ -6,10 +6,13 @@ Each event (``start()``, ``held()``, ``connected()``, ``received(data)``, ``fram
 class the driver (``_client``) matches with ``isinstance``: ``Take`` the port; ``Connect``;
 ``Exchange`` (send bytes, then read what ``expect`` names); ``Verified`` (the host proved itself:
 call ``launch(pid, cwd)`` with this process's); ``Sleep``; ``Finish`` (send the farewell if any,
-as a courtesy, and end with the outcome). Whenever the action is not ``Exchange`` or
-``Verified``, the driver closes the connection it has open (with a reset when the peer closed
-first, so that no TIME-WAIT is left on the holder's port). Time enters as ``now`` values; the
-machine never touches a socket, a thread or a clock.
+as a courtesy, and end with the outcome). For an application's candidate ports also ``Test``
+(is the port held?), ``Keep`` (become the host with the port bound by ``Take(check=True)``) and
+``Yield`` (close that port; go on as ``Verified``), with the events ``bound()`` and ``free()``.
+``Take``, ``Connect`` and ``Test`` name the port. Whenever the action is not ``Exchange``,
+``Verified`` or ``Yield``, the driver closes the connection it has open (with a reset when the
+peer closed first, so that no TIME-WAIT is left on the holder's port). Time enters as ``now``
+values; the machine never touches a socket, a thread or a clock.
 """
 
 import os
@@ -22,7 +25,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs a launch milliseconds: annotations only
     from typing import Callable, List, Optional, Tuple, Union
 
-    Action = Union["Take", "Connect", "Exchange", "Verified", "Sleep", "Finish"]
+    Action = Union["Take", "Connect", "Exchange", "Verified", "Sleep", "Finish", "Test",
+                   "Keep", "Yield"]
 
 
 # What an Exchange reads back after sending.
@@ -32,30 +36,69 @@ BANNER, FRAME, NOTHING = Sentinel("BANNER"), Sentinel("FRAME"), Sentinel("NOTHIN
 # -- actions ---------------------------------------------------------------------------------
 
 class Take:
-    """Bind and listen on the port; call ``held()`` if another socket holds it."""
+    """Bind and listen on *port*; call ``held()`` if another socket holds it. Once bound, the
+    launch is the host, unless *check*: then hold the listening socket aside (unused) and call
+    ``bound()``: the machine first looks for a host of its identity on the other candidates."""
 
-    __slots__ = ()
+    __slots__ = ("check", "port")
+
+    def __init__(self, port: int, check: bool = False) -> None:
+        self.port = port
+        self.check = check
 
 
 class Connect:
-    """Connect to the port; then ``connected()``, ``failed(err)`` or ``timed_out()``."""
+    """Connect to *port*; then ``connected()``, ``failed(err)`` or ``timed_out()``."""
+
+    __slots__ = ("port",)
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
+class Test:
+    """Bind *port* without listening and close it at once, to learn whether anything holds it:
+    then ``held()`` or ``free()``. (A connection would do, but Windows takes about a second to
+    report that nothing listens on a local port; a bind fails at once.)"""
+
+    __slots__ = ("port",)
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
+class Keep:
+    """No host of this launch's identity answered on another candidate: become the host with
+    the listening socket held aside (``Take(check=True)``)."""
 
     __slots__ = ()
+
+
+class Yield:
+    """A host of this launch's identity answered on another candidate: close the listening
+    socket held aside, then go on as ``Verified`` on the connection to that host."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
 
 
 class Exchange:
     """Send *data*, then read what *expect* names (``BANNER``, ``FRAME`` or ``NOTHING``).
     *foreground*: a host's pid that may take the foreground first (before the launch).
-    *endless*: the read has no deadline (a launch that waits for its reply)."""
+    *endless*: the read has no deadline (a launch that waits for its reply); *within*: the read
+    waits at most this long, when the deadline would leave it more."""
 
-    __slots__ = ("data", "endless", "expect", "foreground")
+    __slots__ = ("data", "endless", "expect", "foreground", "within")
 
     def __init__(self, data: bytes, expect: Sentinel, foreground: "Optional[int]" = None,
-                 endless: bool = False) -> None:
+                 endless: bool = False, within: "Optional[float]" = None) -> None:
         self.data = data
         self.expect = expect
         self.foreground = foreground
         self.endless = endless
+        self.within = within  # seconds the read may take, if less than what the deadline leaves
 
 
 class Verified:
@@ -86,7 +129,7 @@ class Finish:
         self.farewell = farewell
 
 
-_TAKE, _CONNECT = Take(), Connect()
+_KEEP = Keep()
 
 # A port that is bound but refuses connections for this long has no host: a host listens within
 # microseconds of binding, and a host that releases frees the port at once.
@@ -96,6 +139,10 @@ PORT_BUSY_AFTER = 0.2
 # close may be a host that died at that instant; two in a row are not.
 SILENT_CLOSES = 2
 LEGACY_LIMIT = 1024  # a 2.0.0 host reads one chunk of this many bytes and drops the rest
+# How long a launch that walks an application's candidate ports waits for a banner before it
+# passes a candidate over: a host answers within microseconds, a program that waits for its
+# client to speak first never does.
+GREETING_WAIT = 0.5
 FIRST_DELAY = 0.002  # seconds between attempts, doubling up to MAX_DELAY
 MAX_DELAY = 0.05
 
@@ -119,6 +166,14 @@ class Handoff:
 
     *probe*: only ask who holds the port (never take it, send nothing of the user's): ends
     with ``Reason.HOST`` and the host's pid for a verified host.
+
+    *ports*: the candidates, in order (one for a port given by number). With more than one
+    (an application id's derived ports), a candidate held by a program that is not a host of
+    *identity* (another application or user, a host that fails the proof, a program that does
+    not speak this protocol) is passed over for the next, having been sent nothing of the
+    user's; a launch that binds a candidate first asks the others for a host of its identity
+    (``Take(check=True)``, ``Test``, then ``Keep`` or ``Yield``). ``port`` is the candidate in
+    use.
     """
 
     def __init__(self, args: "Tuple[str, ...]", secret: "Optional[str]", timeout: float,
@@ -126,8 +181,15 @@ class Handoff:
                  legacy: bool = False, probe: bool = False,
                  urandom: "Callable[[int], bytes]" = os.urandom,
                  extras: "_wire.Extras" = _NO_EXTRAS,
-                 identity: "_wire.Identity" = _wire.NUMBERED) -> None:
+                 identity: "_wire.Identity" = _wire.NUMBERED,
+                 ports: "Tuple[int, ...]" = (0,)) -> None:
         self._args = args
+        self._ports = ports
+        self._index = 0  # the candidate in use
+        self.port = ports[0]
+        self._walk = len(ports) > 1
+        self._passed: Optional[Tuple[int, Outcome]] = None  # the first candidate passed over
+        self._checking: Optional[List[int]] = None  # bound: the candidates still to ask
         self._extras = extras
         self._identity = identity
         self._v2 = False  # the host speaks protocol 2 (it refused our protocol-3 hello)
@@ -163,10 +225,14 @@ class Handoff:
         return self._round()
 
     def held(self) -> "Action":
-        """TAKE failed: another socket holds the port."""
-        if not self._send:
+        """TAKE or TEST failed: another socket holds the port."""
+        if self._checking is not None:
+            self._phase = _CONNECTING
+            return Connect(self.port)
+        if not self._send and not self._walk:
             return self._done(Outcome(Reason.NOT_SENT))
-        if not self._checked:  # before any connection: nothing of a launch that fails leaves
+        # before any connection: nothing of a launch that fails leaves
+        if self._send and not self._checked:
             self._checked = True
             why = _wire.unsendable(self._args)
             if why is not None:
@@ -178,9 +244,22 @@ class Handoff:
                     Reason.LEGACY, "the arguments take %d bytes, more than the %d an instance "
                     "running 2.0.0 reads; nothing was sent" % (len(message), LEGACY_LIMIT)))
             self._phase = _PLAIN_CONNECTING
-            return _CONNECT
+            return Connect(self.port)
         self._phase = _CONNECTING
-        return _CONNECT
+        return Connect(self.port)
+
+    def bound(self) -> "Action":
+        """A TAKE with ``check`` bound its port: ask the other candidates first."""
+        bound = self.port
+        # Those passed over a moment ago are skipped: a host of ours that took one since then
+        # asks this one in turn, and finds it once it listens.
+        self._checking = list(self._ports[self._index + 1:])
+        self._checking.append(bound)  # last: where the walk resumes should nothing answer
+        return self._next_check()
+
+    def free(self) -> "Action":
+        """TEST found the port free: no host there."""
+        return self._next_check()
 
     def connected(self) -> "Action":
         if self._phase == _PLAIN_CONNECTING:
@@ -188,6 +267,8 @@ class Handoff:
             return Exchange(_wire.encode_plain(self._args), NOTHING)
         self._phase = _GREETING
         self._client_nonce = self._urandom(_wire.NONCE_SIZE)
+        if self._walk:  # a candidate that does not answer at once is passed over
+            return Exchange(_wire.PREAMBLE, BANNER, within=GREETING_WAIT)
         return Exchange(_wire.PREAMBLE, BANNER)
 
     def sent(self, now: float) -> "Action":
@@ -316,6 +397,9 @@ class Handoff:
         if phase in (_CONNECTING, _PLAIN_CONNECTING):
             outcome = Outcome(Reason.NO_ANSWER, "the program on the port did not accept the "
                               "connection within %g s" % self._timeout)
+        elif phase == _GREETING and self._walk and now < self.deadline:
+            outcome = _foreign("it accepted the connection but did not answer within %g s"
+                               % GREETING_WAIT)
         elif phase == _GREETING:
             outcome = Outcome(Reason.NO_ANSWER, "the program on the port accepted the "
                               "connection but did not answer within %g s (an instance that is "
@@ -338,10 +422,10 @@ class Handoff:
     def _round(self) -> "Action":
         self._attempts += 1
         if self._take:
-            return _TAKE
+            return Take(self.port, self._walk)
         if self._probe:
             self._phase = _CONNECTING
-            return _CONNECT
+            return Connect(self.port)
         return self.held()
 
     def _welcomed(self, kind: bytes, payload: bytes, now: float) -> "Action":
@@ -349,6 +433,10 @@ class Handoff:
             return self._ended(_GONE, now)  # a host that is releasing answers with "retry"
         if (kind == _wire.ACK and not self._v2
                 and payload == _wire.REJECTED + b"protocol error: expected a hello"):
+            if self._identity.app_id:
+                return self._done(Outcome(Reason.FOREIGN, "the host on the port speaks "
+                                          "protocol 2 (socket-singleton 4.0.0), which has no "
+                                          "application ids"))
             self._v2 = True  # a host of protocol 2 (4.0.0): ask again in its protocol
             return self._round()
         if kind != _wire.WELCOME:
@@ -379,6 +467,8 @@ class Handoff:
             return self._done(Outcome(Reason.SECRET_MISMATCH, problem, pid), self._bye(problem))
         if self._probe:
             return self._done(Outcome(Reason.HOST, "a Socket_Singleton host answered", pid))
+        if not self._send and self._checking is None:  # client=False: it was our host
+            return self._done(Outcome(Reason.NOT_SENT, "", pid))
         if self._v2 and self._extras.wait:
             why = ("the running instance speaks protocol 2 (socket-singleton 4.0.0), which "
                    "cannot reply; wait=True needs protocol 3")
@@ -392,6 +482,9 @@ class Handoff:
         if secret is not None:
             self._client_proof = _wire.proof(secret, b"client", host_nonce, self._client_nonce)
         self._phase = _VERIFIED
+        if self._checking is not None:  # our host answered on another candidate
+            self._checking = None
+            return Yield(pid)
         return Verified(pid)
 
     def _outcome(self, reason: str, detail: str) -> Outcome:
@@ -410,10 +503,54 @@ class Handoff:
         return _wire.frame(_wire.BYE, why.encode("utf-8"))
 
     def _done(self, outcome: Outcome, farewell: bytes = b"") -> "Action":
+        if self._checking is not None:  # whatever the check found, it is not our host
+            return self._next_check()
+        if self._identity.app_id and (
+                outcome.reason in (Reason.FOREIGN, Reason.LEGACY, Reason.PORT_BUSY)
+                or (outcome.reason == Reason.NOT_RUNNING and not self._take)
+                or (outcome.reason == Reason.SECRET_MISMATCH
+                    and self._identity.scope == "user")):
+            return self._pass(outcome, farewell)
         return Finish(outcome, farewell)
+
+    def _pass(self, outcome: Outcome, farewell: bytes) -> "Action":
+        """The candidate is not held by a host of our identity: on to the next one."""
+        if not self._walk:  # a port given by number: say who holds it
+            return Finish(outcome, farewell)
+        if self._passed is None:
+            self._passed = (self.port, outcome)
+        self._index += 1
+        if self._index == len(self._ports):
+            count = len(self._ports)
+            if not self._take:
+                return Finish(Outcome(Reason.NOT_RUNNING, "no host of %s answers on any of "
+                                      "its %d candidate ports" % (_describe(self._identity),
+                                                                  count)))
+            first, why = self._passed
+            return Finish(Outcome(Reason.FOREIGN, "all %d candidate ports are held by other "
+                                  "programs; the first, %d: %s" % (count, first, why.detail)))
+        self.port = self._ports[self._index]
+        self._v2 = False
+        self._silent = self._attempts = 0
+        self._refused_since = self._last = self._pid = None
+        self._delay = FIRST_DELAY
+        self._phase = _CONNECTING
+        return self._round()
+
+    def _next_check(self) -> "Action":
+        assert self._checking is not None
+        self.port = self._checking.pop(0)
+        self._v2 = False
+        self._phase = _CONNECTING
+        if not self._checking:  # only the bound port was left: nobody else answered
+            self._checking = None
+            return _KEEP
+        return Test(self.port)
 
     def _ended(self, result: "Union[Outcome, Sentinel]", now: float) -> "Action":
         """One connection's try ended with *result*: finish, or try again."""
+        if self._checking is not None:  # a check is asked once: only a host answers it
+            return self._next_check()
         if self._probe:
             return self._probe_ended(result)
         if isinstance(result, Outcome):

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Callable, Optional, Tuple
 
-from . import _log, _net, _tuning
+from . import _log, _net, _tuning, _wire
 from ._dispatch import Dispatcher
 from ._launch import Launch
 from ._listener import Decision, Listener
@@ -84,7 +84,8 @@ class Host:
     """
 
     def __init__(self, sock: socket.socket, verbose: bool, secret: Optional[str],
-                 timeout: float, policy: Policy, release: Callable[[], None]) -> None:
+                 timeout: float, policy: Policy, release: Callable[[], None],
+                 identity: _wire.Identity = _wire.NUMBERED) -> None:
         self._sock = sock
         self._verbose = verbose
         self._policy = policy
@@ -101,7 +102,7 @@ class Host:
             self.dispatcher = Dispatcher(name + "-dispatch", verbose, self.tuning,
                                          on_final=release, on_failure=release)
             self._listener = Listener(sock, name + "-listener", verbose, secret, self.tuning,
-                                      self.admit, on_failure=release)
+                                      self.admit, on_failure=release, identity=identity)
             if timeout > 0:
                 # Not a daemon: like 2.0.0, the process keeps the port until the timeout
                 # fires even when the main thread ends first. A Timeout that is cancelled

@@ -10,6 +10,8 @@ is the one hashed (changing the derivation means a new version string, and a maj
 import os
 import sys
 
+from . import _wire
+
 VERSION = b"socket-singleton/1"
 
 APP_ID_MAX = 128
@@ -353,3 +355,18 @@ def _publish(source: str, target: str) -> None:
         os.rename(source, target)  # Windows' rename never replaces a file
     else:
         os.link(source, target)  # POSIX's rename would replace one
+
+
+def resolve(app_id: str, scope: str,
+            secret: "str | None") -> "tuple[_wire.Identity, str | None]":
+    """The identity a host of *app_id* announces in *scope*, and the secret in effect: in scope
+    ``"user"``, this user's key for the application (:func:`user_key`), followed by a newline
+    and *secret* when one is given; in scope ``"machine"``, *secret*.
+
+    :raises UserKeyError: as :func:`user_key`.
+    """
+    if scope == "machine":
+        return _wire.Identity(app_id, scope), secret
+    key = user_key(app_id)
+    return (_wire.Identity(app_id, scope, user_tag(app_id)),
+            key if secret is None else key + "\n" + secret)

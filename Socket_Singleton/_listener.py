@@ -20,7 +20,7 @@ import weakref
 from collections import deque
 from typing import Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
-from . import _connection, _log, _net, _tuning
+from . import _connection, _log, _net, _tuning, _wire
 from ._connection import Close, Launched, Log, Send, Timer
 from ._launch import Launch
 from ._outcome import Reason
@@ -62,7 +62,8 @@ class Listener:
 
     def __init__(self, sock: socket.socket, name: str, verbose: bool, secret: Optional[str],
                  tuning: _tuning.Tuning, admit: Callable[[Launch], Decision],
-                 on_failure: Callable[[], None]) -> None:
+                 on_failure: Callable[[], None],
+                 identity: _wire.Identity = _wire.NUMBERED) -> None:
         self._sock = sock
         self._on_failure = on_failure  # called on the I/O thread should it fail (a bug)
         self._verbose = verbose
@@ -70,7 +71,7 @@ class Listener:
         self._protocol = _connection.HostProtocol(secret, os.getpid(), _connection.Limits(
             tuning.max_message_size, tuning.max_buffered, tuning.peer_deadline,
             tuning.delivery_wait, tuning.recent_launches, tuning.max_args,
-            tuning.decode_errors))
+            tuning.decode_errors), identity=identity)
         self._admit = admit
         self._conns: Set[_Connection] = set()
         self._awaiting: Dict[bytes, _Connection] = {}  # launch id -> connection whose answer waits

@@ -96,6 +96,22 @@ def listen_exclusively(address: str, port: int) -> "socket.socket | None":
     return sock
 
 
+def bound_elsewhere(address: str, port: int) -> bool:
+    """Whether another socket holds ``(address, port)``: binds it (without listening, so that
+    no connection can reach this socket) and closes it at once."""
+    sock = socket.socket(family_of(address), socket.SOCK_STREAM)
+    try:
+        _hold_exclusively(sock)
+        sock.bind((address, port))
+    except OSError as err:
+        if address_in_use(err):
+            return True
+        raise
+    finally:
+        close_quietly(sock)
+    return False
+
+
 # The states /proc/net/tcp shows, by their hex code, as ``ss`` names them.
 _TCP_STATES = {"01": "ESTAB", "02": "SYN-SENT", "03": "SYN-RECV", "04": "FIN-WAIT-1",
                "05": "FIN-WAIT-2", "06": "TIME-WAIT", "07": "CLOSE", "08": "CLOSE-WAIT",

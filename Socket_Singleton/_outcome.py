@@ -37,7 +37,8 @@ class Outcome:
     host that answered as one), and *unconfirmed*: the arguments were sent but no acknowledgement
     came, so they may have been delivered."""
 
-    __slots__ = ("detail", "host_pid", "reason", "reply_status", "reply_text", "unconfirmed")
+    __slots__ = ("detail", "host_pid", "port", "reason", "reply_status", "reply_text",
+                 "unconfirmed")
 
     def __init__(self, reason: str, detail: str = "", host_pid: "int | None" = None,
                  unconfirmed: bool = False) -> None:
@@ -47,6 +48,7 @@ class Outcome:
         self.unconfirmed = unconfirmed
         self.reply_text: str | None = None  # the running instance's reply, if it made one
         self.reply_status: int | None = None
+        self.port: int | None = None  # the port the launch ended on (the driver sets it)
 
     def __repr__(self) -> str:
         return "Outcome(%r, %r, %r, unconfirmed=%r)" % (self.reason, self.detail, self.host_pid,

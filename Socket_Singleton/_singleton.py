@@ -31,6 +31,7 @@ def _check_int(name: str, value: object, low: int, high: "Optional[int]" = None)
 # 49.7 days on Windows), in whole seconds; read from _thread, as a launch that is turned away
 # never loads threading.
 MAX_SECONDS = int(_thread.TIMEOUT_MAX)
+DEFAULT_PORT = 1337  # 2.0.0's; with an app_id, this value means "derive the port"
 
 
 def _check_seconds(name: str, value: object, allow_zero: bool) -> float:
@@ -100,7 +101,7 @@ class Socket_Singleton:
     def __init__(
         self,
         address: str = "127.0.0.1",
-        port: int = 1337,
+        port: int = DEFAULT_PORT,
         timeout: float = 0,
         client: bool = True,
         strict: bool = True,
@@ -114,6 +115,8 @@ class Socket_Singleton:
         legacy_handoff: bool = False,
         wait: bool = False,
         forward_env: "Union[bool, Iterable[str]]" = False,
+        app_id: "Optional[str]" = None,
+        scope: "Optional[str]" = None,
     ) -> None:
         if not isinstance(address, str):
             raise TypeError("address must be a str, not %s" % type(address).__name__)
@@ -146,28 +149,66 @@ class Socket_Singleton:
                              "would send the secret in the clear to a program that never "
                              "proved it knows it")
 
+        self.app_id = app_id
+        self.scope = scope
+        if app_id is None:
+            if scope is not None:
+                raise ValueError("scope is only used with app_id")
+        else:
+            from . import _identity  # only a launch with an app id loads it
+
+            self.app_id = _identity.validate_app_id(app_id)
+            if scope is None:
+                self.scope = scope = "user"  # desktop applications are per user (README)
+            if not isinstance(scope, str):
+                raise TypeError("scope must be a str or None, not %s" % type(scope).__name__)
+            if scope not in _identity.SCOPES:
+                raise ValueError("scope must be 'machine' or 'user', not %r" % (scope,))
+            if self.legacy_handoff:
+                raise ValueError("legacy_handoff cannot be combined with app_id: an instance "
+                                 "running 2.0.0 has no application id to check")
+
         self._host: Optional[Host] = None
 
         if _spawned_child():
             return  # inert: not the host, nothing sent (multiprocessing's spawn, forkserver)
+        identity = _wire.NUMBERED
+        ports: Tuple[int, ...] = ()
+        effective = secret
+        if self.app_id is not None:
+            identity, ports, effective = self._identity(self.app_id, self.scope or "user")
         extras = _wire.Extras(self.wait, _client.activation_token(),
                               _environment(self.forward_env))
         try:
             claimed = _client.claim(address, self.port, self.client, tuple(sys.argv[1:]),
-                                    secret, self.handoff_timeout, legacy=self.legacy_handoff,
-                                    extras=extras)
+                                    effective, self.handoff_timeout, legacy=self.legacy_handoff,
+                                    extras=extras, identity=identity, ports=ports)
         except KeyboardInterrupt:
             if self.strict and self.wait:  # Ctrl+C while waiting: the shell's convention
                 raise SystemExit(130) from None
             raise
         if isinstance(claimed, _outcome.Outcome):
+            if claimed.port is not None:
+                self.port = claimed.port
             self._turned_away(claimed)
         from . import _host  # only a host loads it: a launch turned away never does
 
-        self._host = _host.Host(claimed, self.verbose, secret, self.timeout, self._policy,
-                                   self.release)
+        self._host = _host.Host(claimed, self.verbose, effective, self.timeout, self._policy,
+                                   self.release, identity)
         self.port = self._host.port
         self._host.start()
+
+    def _identity(self, app_id: str,
+                  scope: str) -> "Tuple[_wire.Identity, Tuple[int, ...], Optional[str]]":
+        """The identity a host of *app_id* announces, the candidate ports (none when ``port``
+        pins one) and the secret in effect (``_identity.resolve``)."""
+        from . import _identity
+
+        ports: Tuple[int, ...] = ()
+        if self.port == DEFAULT_PORT:
+            ports = tuple(_identity.candidates(app_id, scope))
+        identity, secret = _identity.resolve(app_id, scope, self.secret)
+        return identity, ports, secret
 
     def _turned_away(self, outcome: "_outcome.Outcome") -> "NoReturn":
         where = _net.where(self.address, self.port)
@@ -293,11 +334,14 @@ class Socket_Singleton:
 
     def __repr__(self) -> str:
         observers = self._host.dispatcher.observer_count() if self._host is not None else 0
+        identity = ""
+        if self.app_id is not None:
+            identity = "app_id=%r, scope=%r, " % (self.app_id, self.scope)
         return (
-            "Socket_Singleton(address=%r, port=%d, timeout=%r, client=%r, strict=%r, "
+            "Socket_Singleton(address=%r, port=%d, %stimeout=%r, client=%r, strict=%r, "
             "release_threshold=%d, max_clients=%d, verbose=%r, secret=%s, deliver_empty=%r, "
             "handoff_timeout=%r, legacy_handoff=%r, observers=%d, clients=%d, listening=%r)"
-            % (self.address, self.port, self.timeout, self.client, self.strict,
+            % (self.address, self.port, identity, self.timeout, self.client, self.strict,
                self.release_threshold, self.max_clients, self.verbose,
                "***" if self.secret is not None else None, self.deliver_empty,
                self.handoff_timeout, self.legacy_handoff, observers, self.clients,

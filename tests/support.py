@@ -913,16 +913,21 @@ def read_to_end(conn, record):
 class FakeServer:
     """A TCP server on 127.0.0.1 that is not a Socket_Singleton host: each connection is
     handed to ``handler(conn, record)`` on a thread of its own, and everything peers send is
-    appended to that connection's ``record``. Closed when the test ends."""
+    appended to that connection's ``record``. Closed when the test ends. *port*: 0 (the
+    default) for a free one."""
 
-    def __init__(self, test, handler):
+    def __init__(self, test, handler, port=0):
         self._handler = handler
         self._stopping = False
         self._waker = None
         self.records = []
         self._threads = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
+        try:
+            self._sock.bind(("127.0.0.1", port))
+        except OSError:
+            self._sock.close()
+            test.skipTest("port %d is in use on this machine" % port)
         self._sock.listen(16)
         self.port = self._sock.getsockname()[1]
         self._acceptor = threading.Thread(target=self._accept, daemon=True)

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import tempfile
 import unittest
 
 import Socket_Singleton as package
-from Socket_Singleton import Socket_Singleton, _wire
+from Socket_Singleton import Socket_Singleton, _identity, _wire
 
 from . import support
 from .support import FOREIGN_PROGRAMS, WAIT, assert_port_free, cli
@@ -44,7 +45,8 @@ class TestCommandLineUsage(CommandLineTestCase):
 
     EXAMPLES = ("\nexamples:\n"
                 "  socket-singleton status --port 24621\n"
-                "  socket-singleton send --port 24621 -- notes.txt --new-window\n")
+                "  socket-singleton send --port 24621 -- notes.txt --new-window\n"
+                "  socket-singleton status --app-id org.example.Editor\n")
 
     def test_help_shows_examples_and_exit_codes(self):
         for command in ([], ["status"], ["send"]):
@@ -367,6 +369,63 @@ class TestCommandLineSendReplies(CommandLineTestCase):
         self.assertEqual((result.code, result.err), (0, ""), result)
         event = host.wait_for("launch")
         self.assertEqual((event["env"], event["token"]), (None, "tok-1"))
+
+
+class TestCommandLineAppId(CommandLineTestCase):
+    """--app-id and --scope: the ports are derived, and only a host of that identity counts."""
+
+    def setUp(self):
+        super().setUp()
+        self.config_home = tempfile.mkdtemp(prefix="ss-cli-")
+        self.addCleanup(shutil.rmtree, self.config_home, True)
+        self.env = {"XDG_CONFIG_HOME": self.config_home, "LOCALAPPDATA": self.config_home}
+        self.app_id = "org.example.cli%s" % os.urandom(4).hex()
+
+    def test_status_and_send_find_the_host_on_a_later_candidate(self):
+        ports = _identity.candidates(self.app_id, "user")
+        foreign = support.FakeServer(self, FOREIGN_PROGRAMS["garbage"], port=ports[0])
+        self.assertEqual(foreign.port, ports[0])
+        host, port = support.start_host(self, {"kwargs": {"app_id": self.app_id}},
+                                        env=self.env)
+        self.assertEqual(port, ports[1])
+        result = cli("status", "--app-id", self.app_id, env=self.env)
+        self.assertEqual((result.code, result.err), (0, ""), result)
+        self.assertEqual(result.out, "a Socket_Singleton host listens on %s (user scope) on "
+                         "127.0.0.1:%d (pid %d)\n" % (self.app_id, port, host.host_pid))
+        result = cli("send", "--app-id", self.app_id, "--", "notes.txt", env=self.env)
+        self.assertEqual((result.code, result.err), (0, ""), result)
+        self.assertEqual(result.out, "delivered to the host on %s (user scope) on 127.0.0.1:%d "
+                         "(pid %d)\n" % (self.app_id, port, host.host_pid))
+        self.assertEqual(support.decode_args(host.wait_for("launch")), [b"notes.txt"])
+
+    def test_another_scope_is_another_application(self):
+        _, port = support.start_host(self, {"kwargs": {"app_id": self.app_id,
+                                                          "scope": "machine"}}, env=self.env)
+        result = cli("status", "--app-id", self.app_id, "--scope", "machine", env=self.env)
+        self.assertEqual(result.code, 0, result)
+        self.assertIn("(machine scope) on 127.0.0.1:%d" % port, result.out)
+        result = cli("send", "--app-id", self.app_id, "--", "x", env=self.env)
+        self.assertOneLineError(result, 3)
+        self.assertIn("no host of %s, user scope answers on any of its 8 candidate ports"
+                      % self.app_id, result.err)
+        assert_port_free(self, _identity.port_for(self.app_id, "user"))
+
+    def test_a_pinned_port(self):
+        _, port = support.start_host(self, support.config(0), env=self.env)
+        result = cli("status", "--app-id", self.app_id, "--port", str(port), env=self.env)
+        self.assertOneLineError(result, 4)
+        self.assertEqual(result.err, "socket-singleton: %s (user scope) on 127.0.0.1:%d: the "
+                         "host on the port serves another application or user (a host without "
+                         "an application id)\n" % (self.app_id, port))
+
+    def test_usage(self):
+        for argv, mentioned in ((["status", "--scope", "user", "--port", "1"], "--scope"),
+                                (["status", "--app-id", "9x"], "--app-id"),
+                                (["send", "--scope", "machine"], "--port")):
+            with self.subTest(argv=argv):
+                result = cli(*argv, env=self.env)
+                self.assertOneLineError(result, 2, "socket-singleton: error: ")
+                self.assertIn(mentioned, result.err)
 
 
 if __name__ == "__main__":

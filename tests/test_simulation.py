@@ -1057,5 +1057,128 @@ class TestSimulation(unittest.TestCase):
             replay(config, caught.exception.schedule, Impatient)
 
 
+# -- the candidate walk of an application's ports ------------------------------------------------
+
+MINE = _wire.Identity("org.example.Editor", "user", b"mine-tag")
+# What may hold each candidate port: nothing, a program that is not a host, or a host of some
+# identity with some secret (its key, in scope "user").
+OCCUPANTS = {
+    "free": None,
+    "foreign": "foreign",
+    "mine": (MINE, "my key"),
+    "other user": (_wire.Identity("org.example.Editor", "user", b"their-tg"), "their key"),
+    "other user, my tag": (MINE, "their key"),  # a tag is no proof: the key decides
+    "other app": (_wire.Identity("org.example.Viewer", "user", b"mine-tag"), "my key"),
+    "other scope": (_wire.Identity("org.example.Editor", "machine"), None),
+    "numbered": (_wire.NUMBERED, None),
+}
+
+
+class CandidateWorld:
+    """One launch of MINE walking the candidates, each held as *layout* says, run to its end
+    in one deterministic sequence (the walk is sequential: each step waits for the last)."""
+
+    def __init__(self, layout):
+        self.layout = layout
+        self.hosts = {}
+        for index, name in enumerate(layout):
+            occupant = OCCUPANTS[name]
+            if isinstance(occupant, tuple):
+                identity, secret = occupant
+                self.hosts[index] = _connection.HostProtocol(secret, 100 + index, LIMITS, _nonce,
+                                                             identity=identity)
+        self.bound = set()  # candidates this launch holds
+        self.launched = []  # (candidate, args) for each launch a host took
+        self.sent = {}  # candidate -> every byte the launch sent there
+
+    def run(self):
+        ports = tuple(range(len(self.layout)))
+        machine = _handoff.Handoff(("private.txt",), "my key", 2.0, 0.0, b"\x07" * 16,
+                                   identity=MINE, ports=ports, urandom=_nonce)
+        action, conn, answer = machine.start(), None, b""
+        for _ in range(1000):
+            if conn is not None and not isinstance(action, (_handoff.Exchange, _handoff.Verified,
+                                                            _handoff.Yield)):
+                conn = None
+            if isinstance(action, _handoff.Take):
+                if self.layout[action.port] != "free" or self.bound:
+                    action = machine.held()
+                elif not action.check:
+                    return ("host", action.port)
+                else:
+                    self.bound.add(action.port)
+                    action = machine.bound()
+            elif isinstance(action, _handoff.Test):
+                free = self.layout[action.port] == "free"
+                action = machine.free() if free else machine.held()
+            elif isinstance(action, _handoff.Keep):
+                return ("host", self.bound.pop())
+            elif isinstance(action, _handoff.Yield):
+                self.bound.clear()
+                action = machine.launch(1000, "/")
+            elif isinstance(action, _handoff.Connect):
+                if self.layout[action.port] == "free":
+                    action = machine.refused(0.0)
+                    continue
+                conn, answer = action.port, b""
+                host = self.hosts.get(conn)
+                machine_conn = host.connection() if host is not None else None
+                action = machine.connected()
+            elif isinstance(action, _handoff.Exchange):
+                self.sent.setdefault(conn, []).append(action.data)
+                if machine_conn is None:  # a program that answers something else
+                    action = machine.received(b"HTTP/1.0 400 Bad Request\r\n", 0.0)
+                    continue
+                for effect in machine_conn.receive(action.data) if action.data else []:
+                    if isinstance(effect, _connection.Send):
+                        answer += effect.data
+                    elif isinstance(effect, _connection.Launched):
+                        self.launched.append((conn, tuple(effect.launch)))
+                        for sent in machine_conn.decide(Reason.DELIVERED):
+                            if isinstance(sent, _connection.Send):
+                                answer += sent.data
+                if action.expect is _handoff.BANNER:
+                    data, answer = answer[:len(_wire.BANNER)], answer[len(_wire.BANNER):]
+                    action = machine.received(data, 0.0)
+                else:
+                    kind, payload, used = _wire.split_frame(answer, 1 << 16)
+                    answer = answer[used:]
+                    action = machine.frame(kind, payload, 0.0)
+            elif isinstance(action, _handoff.Verified):
+                action = machine.launch(1000, "/")
+            elif isinstance(action, _handoff.Finish):
+                return (action.outcome.reason, machine.port)
+            else:
+                raise AssertionError("unexpected action %r" % (action,))
+        raise AssertionError("the walk did not end")
+
+
+class TestCandidateWalk(unittest.TestCase):
+    """Every layout of three candidate ports over OCCUPANTS (512 of them): a launch with an app id
+    reaches a host of its own identity whenever one holds a candidate, never sends its arguments
+    to anything else, and otherwise becomes the host on the first free candidate or says that
+    all are held by others."""
+
+    def test_every_layout(self):
+        for layout in itertools.product(OCCUPANTS, repeat=3):
+            with self.subTest(layout=layout):
+                world = CandidateWorld(layout)
+                end = world.run()
+                for port, data in world.sent.items():
+                    if layout[port] != "mine":
+                        self.assertFalse(any(b"private.txt" in chunk for chunk in data),
+                                         "sent to %s" % layout[port])
+                mine = [port for port, name in enumerate(layout) if name == "mine"]
+                if mine:
+                    self.assertEqual(end, (Reason.DELIVERED, mine[0]))
+                    self.assertEqual(world.launched, [(mine[0], ("private.txt",))])
+                elif "free" in layout:
+                    self.assertEqual(end, ("host", layout.index("free")))
+                    self.assertEqual(world.launched, [])
+                else:
+                    self.assertEqual(end, (Reason.FOREIGN, 2))
+                    self.assertEqual(world.launched, [])
+
+
 if __name__ == "__main__":
     unittest.main()
