@@ -341,7 +341,7 @@ class TestUserKey(unittest.TestCase):
         keys = []
         try:
             for proc in procs:
-                self.assertEqual(proc.stdout.readline(), b"ready\n")
+                self.assertEqual(proc.stdout.readline().rstrip(b"\r\n"), b"ready")  # \r\n on Windows
             for proc in procs:
                 proc.stdin.write(b"go\n")
                 proc.stdin.flush()
