@@ -341,7 +341,8 @@ class TestUserKey(unittest.TestCase):
         keys = []
         try:
             for proc in procs:
-                self.assertEqual(proc.stdout.readline().rstrip(b"\r\n"), b"ready")  # \r\n on Windows
+                # rstrip: the line ends with \r\n on Windows
+                self.assertEqual(proc.stdout.readline().rstrip(b"\r\n"), b"ready")
             for proc in procs:
                 proc.stdin.write(b"go\n")
                 proc.stdin.flush()
