@@ -38,12 +38,11 @@ Observer = Callable[..., Any]
 class Dispatcher:
     """Owns the queue, the observers and the dispatch thread.
 
-    Observers run on the dispatch thread only, one launch at a time, in arrival order. The
-    thread starts with the first launch queued (or ``start()``): a host that never receives one
-    never pays for it. Should it fail to start, the launch is not queued and ``on_failure``
-    runs, as for a thread that failed. ``on_final`` runs on the dispatch thread after the
-    launch marked ``final`` is delivered; ``on_failure`` runs on it should the thread ever fail
-    (a bug), before it ends.
+    Observers run on the dispatch thread only, one launch at a time, in arrival order.
+    ``on_final`` runs on the dispatch thread after the launch marked ``final`` is delivered;
+    ``on_failure`` runs on it should the thread ever fail (a bug), before it ends. The thread
+    starts with the host, not with the first launch: once the application's main thread has
+    returned (a ``timeout`` cool-down), Python 3.12 refuses to start new threads.
     """
 
     def __init__(self, name: str, verbose: bool, tuning: _tuning.Tuning,
@@ -62,7 +61,7 @@ class Dispatcher:
         self._seq = 0
         self._pending_bytes = 0
         self._stopping = False
-        self._start_claimed = False  # whoever sets it (under the lock) starts the thread
+        self._start_claimed = False  # start() is idempotent
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -126,20 +125,6 @@ class Dispatcher:
             self._pending_bytes += item.size
             self._queue.append(item)
             self._cond.notify()
-            start = not self._start_claimed
-            self._start_claimed = True
-        if start:
-            try:
-                _net.start(self._thread)
-            except Exception:  # noqa: BLE001 - e.g. "can't start new thread": release the port
-                with self._cond:
-                    if item in self._queue:
-                        self._queue.remove(item)
-                        self._pending_bytes -= item.size
-                _log.warning(self._verbose, "could not start the dispatch thread; releasing "
-                             "the port", exc_info=True)
-                self._on_failure()
-                return False
         return True
 
     def take_back(self) -> List[Launch]:

@@ -118,9 +118,10 @@ class Host:
         arrived meanwhile already ended the host)."""
         try:
             self._started = time.monotonic()
-            # The dispatch thread starts with the first launch (Dispatcher.submit).
-            assert self._listener is not None
-            self._listener.start()
+            self.dispatcher.start()
+            if not self._stopped:  # a dispatch thread that failed at once stopped the host
+                assert self._listener is not None
+                self._listener.start()
             if self._timer is not None:
                 _net.start(self._timer)
         except BaseException:

@@ -247,7 +247,8 @@ class TestAtomicConstructor(FaultTestCase):
     """A constructor that raises after the bind leaves nothing running and the port free."""
 
     def test_each_thread_that_cannot_start(self):
-        for name, kwargs in (("-listener", {}), ("-timeout", {"timeout": support.WAIT})):
+        for name, kwargs in (("-dispatch", {}), ("-listener", {}),
+                             ("-timeout", {"timeout": support.WAIT})):
             with self.subTest(thread=name):
                 fds = support.open_fds()
                 port = support.free_port()
@@ -262,41 +263,6 @@ class TestAtomicConstructor(FaultTestCase):
                 app = self.host(port=port)  # and the port works for the next host
                 self.assertTrue(app.listening)
                 app.release()
-
-
-class TestLazyDispatchThread(FaultTestCase):
-    """The dispatch thread starts with the first launch; should it fail to start, the port goes
-    and the launch, never told "queued", takes it over."""
-
-    def test_no_dispatch_thread_until_a_launch(self):
-        app = self.host()
-        self.assertIsNone(support.library_thread(app.port, "dispatch"))
-        collector = support.Collector()
-        app.trace(collector)
-        self.assertIsNone(support.library_thread(app.port, "dispatch"))
-        support.send_raw(app.port, b"one\0")
-        self.assertEqual(collector.wait(1), [("one",)])
-        self.assertIsNotNone(support.library_thread(app.port, "dispatch"))
-
-    def test_a_dispatch_thread_that_cannot_start_releases_the_port(self):
-        watcher = support.LogWatcher(self)
-        app = self.faulty_host(FaultPlan(failing_thread="-dispatch"))
-        port = app.port
-        _net.hook = FaultPlan(failing_thread="-dispatch")
-        try:
-            code, events, err = support.run_client(["after"], {"kwargs": {
-                "port": port, "strict": False, "handoff_timeout": support.WAIT}})
-        finally:
-            _net.hook = None
-        self.assertEqual([e["event"] for e in events], ["host"], (events, err))
-        self.assertEqual(code, 0, err)
-        record = watcher.wait_for("could not start the dispatch thread")
-        self.assertIn("releasing the port", record.getMessage())
-        for thread in library_threads(port):
-            thread.join(support.WAIT)
-        self.assertFalse(app.listening)
-        assert_port_free(self, port)
-        self.assert_no_uncaught()
 
 
 class TestDeadLibraryThread(FaultTestCase):
