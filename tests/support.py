@@ -131,9 +131,17 @@ def client_config(port, **kwargs):
 def launch(args=(), config=None, cwd=None, env=None, **popen):
     """Start test_app.py as a launch with *args* (*env*: variables to add); the caller owns
     the Popen."""
-    return subprocess.Popen(
-        [sys.executable, APP, *args], env=app_env(config or {}, env), cwd=cwd,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+    for attempt in range(5):
+        try:
+            return subprocess.Popen(
+                [sys.executable, APP, *args], env=app_env(config or {}, env), cwd=cwd,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+        except OSError as err:
+            # Wine, starting dozens of processes at once, sometimes fails one with
+            # ERROR_INTERNAL_ERROR (1359); nothing was started, so it is started again.
+            if getattr(err, "winerror", None) != 1359 or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 def communicate(proc, timeout=WAIT):
