@@ -137,11 +137,7 @@ def main():
         elif command == "await-cancelled":
             launch = next(held for held in held_launches
                           if not any(held is done for done in replied))
-            deadline = time.monotonic() + 30
-            # Launch.cancelled has no event to wait on: a bounded poll.
-            while not launch.cancelled and time.monotonic() < deadline:
-                threading.Event().wait(0.01)
-            report(event="cancelled", value=launch.cancelled)
+            report(event="cancelled", value=launch.wait_cancelled(30))
         elif command == "exit":
             break
     unblock.set()

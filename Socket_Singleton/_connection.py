@@ -460,6 +460,8 @@ class HostConnection:
     def _end(self, out: List[Effect]) -> None:
         if self.state == WAITING and self._launch is not None:
             self._launch._settle(Reason.QUEUED)  # its client left: the launch stays queued
+        if self.state != DONE and self._launch is not None:
+            self._launch._close()
         if self.state != DONE:
             self._host.buffered -= len(self._buf)
             self._buf = bytearray()

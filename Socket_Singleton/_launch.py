@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import _wire
@@ -63,6 +64,7 @@ class Launch(Tuple[str, ...]):
         on_reply = self._on_reply
         if on_reply is not None:
             on_reply(self)
+        self._wake_waiters()
 
     @property
     def cancelled(self) -> bool:
@@ -70,8 +72,37 @@ class Launch(Tuple[str, ...]):
         one was made; only a launch made with ``wait=True`` waits."""
         return bool(self.__dict__.get("_cancelled", False))
 
+    def wait_cancelled(self, timeout: Optional[float] = None) -> bool:
+        """Block until this launch no longer waits for its reply, or *timeout* seconds pass;
+        return ``cancelled``. The wait ends when the launching process stops waiting
+        (``True``), when a reply is made, or when its connection ends otherwise (the host
+        releases the port). A launch that does not wait for a reply returns at once."""
+        if self._wait and not self._settled_wait():
+            # Created by whichever side comes first, atomically; the listener's side never
+            # waits on it. Each side sets its flag before looking for the other's event.
+            event = self.__dict__.setdefault("_waiters", threading.Event())
+            if not self._settled_wait():
+                event.wait(timeout)
+        return self.cancelled
+
+    def _settled_wait(self) -> bool:
+        state = self.__dict__
+        return "_reply" in state or "_cancelled" in state or "_closed" in state
+
+    def _wake_waiters(self) -> None:
+        event = self.__dict__.get("_waiters")
+        if event is not None:
+            event.set()
+
     def _cancel(self) -> None:
         self.__dict__["_cancelled"] = True
+        self._wake_waiters()
+
+    def _close(self) -> None:
+        """Its connection ended: a reply made from now on goes nowhere."""
+        self._on_reply = None  # nothing keeps the listener alive through the launch
+        self.__dict__["_closed"] = True
+        self._wake_waiters()
 
     def _reply_made(self) -> Optional[Tuple[str, int]]:
         reply = self.__dict__.get("_reply")
@@ -87,4 +118,5 @@ class Launch(Tuple[str, ...]):
     def __reduce__(self) -> Any:
         state = dict(self.__dict__)
         state["_on_reply"] = None  # a method of the listener: not part of the launch
+        state.pop("_waiters", None)  # a lock: only this process's threads wait on it
         return (type(self), (tuple(self),), state)

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import unittest
 
-from Socket_Singleton import _wire
+from Socket_Singleton import Launch, _wire
 
 from . import support
 from .support import ARG, WAIT
@@ -230,6 +230,80 @@ class TestCtrlC(RepliesTestCase):
         host.send('reply ["x", 0]')
         self.assertEqual(host.next_event(), {"event": "replied"})
         self.assertEqual(finish_strict(proc), (0, "x", ""))
+
+
+class TestWaitCancelled(RepliesTestCase):
+    """``Launch.wait_cancelled()``: a thread of the host waits until a waiting launch is
+    cancelled, replied to, or let go, and learns which (a host in this process)."""
+
+    def setUp(self):
+        self.launches = queue.Queue()
+        self.app = support.in_process_host(self, self.launches.put)
+
+    def waiter(self, launch, timeout=None):
+        """A thread that calls ``launch.wait_cancelled(timeout)``; returns (thread, results)."""
+        results = []
+        thread = threading.Thread(target=lambda: results.append(launch.wait_cancelled(timeout)),
+                                  daemon=True)
+        thread.start()
+        return thread, results
+
+    def waiting_launch(self):
+        proc = self.launch([ARG], support.config(self.app.port, wait=True))
+        launch = self.launches.get(timeout=WAIT)
+        thread, results = self.waiter(launch)
+        assert_still_running(self, proc)
+        thread.join(support.SHORT)
+        self.assertTrue(thread.is_alive(), "wait_cancelled() returned before anything happened")
+        return proc, launch, thread, results
+
+    def assert_returns(self, thread, results, value):
+        thread.join(WAIT)
+        self.assertFalse(thread.is_alive(), "wait_cancelled() did not return")
+        self.assertEqual(results, [value])
+
+    def test_ctrl_c_ends_the_wait_with_true(self):
+        proc, launch, thread, results = self.waiting_launch()
+        proc.send_signal(signal.SIGINT)
+        self.assertEqual(finish_strict(proc), (130, "", ""))
+        self.assert_returns(thread, results, True)
+        self.assertTrue(launch.cancelled)
+
+    def test_a_reply_ends_the_wait_with_false(self):
+        proc, launch, thread, results = self.waiting_launch()
+        launch.reply("done", 4)
+        self.assert_returns(thread, results, False)
+        self.assertEqual(finish_strict(proc), (4, "done", ""))
+
+    def test_release_ends_the_wait_with_false(self):
+        proc, launch, thread, results = self.waiting_launch()
+        self.app.release()
+        self.assert_returns(thread, results, False)
+        self.assertEqual(finish_strict(proc)[0], 1)
+        self.assertFalse(launch.cancelled)
+        launch.reply("too late")  # goes nowhere, and that is no error
+
+    def test_a_launch_that_does_not_wait_returns_at_once(self):
+        proc = self.launch([ARG], support.config(self.app.port))
+        launch = self.launches.get(timeout=WAIT)
+        self.assertEqual(finish_strict(proc), (0, "", ""))
+        self.assert_returns(*self.waiter(launch), False)
+
+    def test_a_reply_ends_the_wait_before_anything_is_sent(self):
+        # A launch with no connection yet: only the reply itself can end the wait.
+        launch = Launch(("x",), launch_id=b"1" * 16, framed=True, extras=_wire.Extras(wait=True))
+        thread, results = self.waiter(launch)
+        thread.join(support.SHORT)
+        self.assertTrue(thread.is_alive(), "wait_cancelled() returned before the reply")
+        launch.reply("done")
+        self.assert_returns(thread, results, False)
+
+    def test_a_timeout_ends_the_wait(self):
+        proc, launch, thread, results = self.waiting_launch()
+        self.assertFalse(launch.wait_cancelled(0.01))
+        launch.reply()
+        self.assert_returns(thread, results, False)
+        self.assertEqual(finish_strict(proc), (0, "", ""))
 
 
 class TestTheHostEndsBeforeItReplies(RepliesTestCase):
