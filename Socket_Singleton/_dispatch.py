@@ -61,16 +61,10 @@ class Dispatcher:
         self._seq = 0
         self._pending_bytes = 0
         self._stopping = False
-        self._start_claimed = False  # start() is idempotent
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
-        """Start the thread now, if nothing started it yet; raises what ``Thread.start``
-        raises."""
-        with self._cond:
-            if self._start_claimed:
-                return
-            self._start_claimed = True
+        """Start the thread (once, by the host); raises what ``Thread.start`` raises."""
         _net.start(self._thread)
 
     @property
