@@ -17,13 +17,13 @@ import sys
 
 from Socket_Singleton import Socket_Singleton
 
-PORT = int(os.environ.get("ASYNCIO_DEMO_PORT", "24623"))
+APP_ID = os.environ.get("ASYNCIO_DEMO_APP_ID", "org.example.demo.AsyncioService")
 
 
 async def serve() -> None:
     loop = asyncio.get_running_loop()
     launches: asyncio.Queue[tuple[str, ...]] = asyncio.Queue()
-    with Socket_Singleton(port=PORT) as app:
+    with Socket_Singleton(app_id=APP_ID) as app:
         app.trace(lambda launch: loop.call_soon_threadsafe(launches.put_nowait, launch))
         print("service ready on port %d" % app.port, flush=True)
         while True:
@@ -39,9 +39,9 @@ async def serve() -> None:
 def stop() -> int:
     # "stop" must never start a service of its own, so it does not construct Socket_Singleton
     # (which would become the host when nothing runs): the command line's `send` hands the
-    # word over, or says that nothing listens (exit status 3).
+    # word over, or says that no service answers (exit status 3).
     return subprocess.call([sys.executable, "-m", "Socket_Singleton", "send",
-                            "--port", str(PORT), "--", "stop"])
+                            "--app-id", APP_ID, "--", "stop"])
 
 
 def main() -> int:

@@ -23,7 +23,7 @@ from typing import Dict
 
 from Socket_Singleton import Launch, Socket_Singleton
 
-PORT = int(os.environ.get("EDITOR_DEMO_PORT", "24625"))
+APP_ID = os.environ.get("EDITOR_DEMO_APP_ID", "org.example.demo.Editor")
 USAGE = "usage: editor.py [FILE | --close FILE [--text TEXT] | --quit]\n"
 
 
@@ -78,7 +78,7 @@ class Editor:
 def main() -> int:
     # wait=True: a later run waits for the editor's reply, prints it and exits with its status
     # (deliver_empty: a second editor.py without arguments is told one runs).
-    app = Socket_Singleton(port=PORT, wait=True, deliver_empty=True)
+    app = Socket_Singleton(app_id=APP_ID, wait=True, deliver_empty=True)
     if sys.argv[1:]:  # a file for an editor that is not running
         app.release()
         sys.stderr.write("editor.py: no editor is running; start one with: python %s\n"

@@ -16,7 +16,7 @@ import sys
 
 from Socket_Singleton import MultipleSingletonsError, Socket_Singleton
 
-PORT = int(os.environ.get("QUEUE_TOOL_PORT", "24624"))
+APP_ID = os.environ.get("QUEUE_TOOL_APP_ID", "org.example.demo.QueueTool")
 IDLE = float(os.environ.get("QUEUE_TOOL_IDLE", "5"))
 
 
@@ -26,7 +26,7 @@ def run(job: str) -> None:
 
 def main() -> int:
     try:
-        app = Socket_Singleton(port=PORT, strict=False)
+        app = Socket_Singleton(app_id=APP_ID, strict=False)
     except MultipleSingletonsError as err:
         if err.delivered:
             print("queued on the running worker (pid %s)" % err.host_pid)

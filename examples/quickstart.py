@@ -12,9 +12,10 @@ import threading
 
 from Socket_Singleton import Socket_Singleton
 
-# A fixed port of your own is the application's identity; the environment variable only lets
-# the tests run this file on a port that is free at the time.
-PORT = int(os.environ.get("QUICKSTART_PORT", "24621"))
+# The application's name, from which the library derives its port: use a reverse-DNS id of
+# your own. The environment variable only lets the tests run this file under an id that no
+# other process uses.
+APP_ID = os.environ.get("QUICKSTART_APP_ID", "org.example.demo.QuickStart")
 
 
 def on_launch(args):
@@ -24,7 +25,7 @@ def on_launch(args):
 
 
 def main():
-    with Socket_Singleton(port=PORT) as app:
+    with Socket_Singleton(app_id=APP_ID) as app:
         app.trace(on_launch)
         print("host on port %d; run me again with arguments (Ctrl+C stops)" % app.port,
               flush=True)

@@ -19,14 +19,14 @@ import time
 
 from Socket_Singleton import Launch, Socket_Singleton
 
-PORT = int(os.environ.get("STATUS_TOOL_PORT", "24626"))
+APP_ID = os.environ.get("STATUS_TOOL_APP_ID", "org.example.demo.StatusTool")
 UNKNOWN = 3  # the exit status of an unknown command
 
 
 def main() -> int:
     # wait=True: a later invocation waits for the reply (however busy the tool is), prints its
     # text and exits with its status, all inside this constructor.
-    app = Socket_Singleton(port=PORT, wait=True, deliver_empty=True)
+    app = Socket_Singleton(app_id=APP_ID, wait=True, deliver_empty=True)
     if sys.argv[1:]:  # a command, but no tool runs to answer it
         app.release()
         sys.stderr.write("status_tool.py: not running\n")

@@ -22,7 +22,7 @@ import tkinter as tk
 
 from Socket_Singleton import Socket_Singleton
 
-PORT = int(os.environ.get("TK_DEMO_PORT", "24622"))
+APP_ID = os.environ.get("TK_DEMO_APP_ID", "org.example.demo.TkOpenFiles")
 
 
 class Viewer:
@@ -71,7 +71,7 @@ class Viewer:
 
 def main() -> None:
     # deliver_empty: a launch without arguments still means "show yourself".
-    with Socket_Singleton(port=PORT, deliver_empty=True) as app:
+    with Socket_Singleton(app_id=APP_ID, deliver_empty=True) as app:
         root = tk.Tk()
         viewer = Viewer(root)
         app.trace(viewer.on_launch)

@@ -1,15 +1,22 @@
-"""The recipes in examples/, each run for real as processes on ports found at run time."""
+"""The recipes in examples/, each run for real as processes, under an application id of the
+test's own (its name and a random suffix, given through the example's ``..._APP_ID`` variable)
+and with a key directory of the test's own, so that no test meets a real instance, another test,
+or the user's key file."""
 
 import ast
 import os
+import re
 import select
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
+
+from Socket_Singleton import _identity
 
 from . import support
 
@@ -28,10 +35,41 @@ STATUS_TOOL = os.path.join(EXAMPLES, "status_tool.py")
 QUEUE_TOOL_IDLE = "6"  # the worker's idle bound: short, yet far above a launch's start-up
 
 
-def example_env(**extra):
-    env = dict(os.environ, PYTHONIOENCODING="utf-8", **extra)
+def example_env(config_home, **extra):
+    """The environment of an example's processes: its per-user key directory in *config_home*
+    (``XDG_CONFIG_HOME`` on POSIX, ``LOCALAPPDATA`` on Windows), and *extra*."""
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", XDG_CONFIG_HOME=config_home,
+               LOCALAPPDATA=config_home, **extra)
     env["PYTHONPATH"] = support.ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+class ExampleTestCase(unittest.TestCase):
+    """Each test runs its example under an application id and a key directory of its own."""
+
+    def setUp(self):
+        self.app_id = "org.example.examples.%s.%s" % (self._testMethodName[:80],
+                                                       os.urandom(4).hex())
+        self.config_home = self.temporary_directory()
+
+    def temporary_directory(self):
+        where = tempfile.TemporaryDirectory()
+        self.addCleanup(where.cleanup)
+        return os.path.realpath(where.name)
+
+    def env(self, variable, **extra):
+        """The environment that runs an example as ``self.app_id`` (*variable*: the example's
+        ``..._APP_ID``)."""
+        return example_env(self.config_home, **{variable: self.app_id}, **extra)
+
+    def host_port(self, line, before):
+        """The port in an example's line ``<before> on port P``, checked to be one of the
+        application's own (derived from the id)."""
+        found = re.match(r"%s on port (\d+)" % re.escape(before), line)
+        self.assertIsNotNone(found, line)
+        port = int(found.group(1))
+        self.assertIn(port, _identity.candidates(self.app_id, "user"))
+        return port
 
 
 def run_launch(script, args=(), env=None, cwd=None):
@@ -48,30 +86,28 @@ def example_process(test, script, args=(), env=None, cwd=None):
     return support.LineProcess(test, [sys.executable, script, *args], cwd, env)
 
 
-class TestExampleQuickstart(unittest.TestCase):
+class TestExampleQuickstart(ExampleTestCase):
 
     def test_second_launch_hands_its_arguments_to_the_host(self):
-        port = support.free_port()
-        where = tempfile.TemporaryDirectory()
-        self.addCleanup(where.cleanup)
-        folder = os.path.realpath(where.name)
-        env = example_env(QUICKSTART_PORT=str(port))
+        folder = self.temporary_directory()
+        env = self.env("QUICKSTART_APP_ID")
 
         host = example_process(self, QUICKSTART, env=env)
-        host.expect(lambda line: line.startswith("host on port %d;" % port))
+        self.host_port(host.next_line(), "host")
+        self.assertTrue(os.path.isfile(os.path.join(self.config_home, "socket-singleton",
+                                                    "key")))
         pid, code, out, err = run_launch(QUICKSTART, ["hello", "two words"], env, cwd=folder)
         self.assertEqual((code, out, err), (0, "", ""))
         host.expect("a later launch passed ('hello', 'two words') (from %s, pid %d)"
                     % (folder, pid))
 
 
-class TestExampleAsyncioService(unittest.TestCase):
+class TestExampleAsyncioService(ExampleTestCase):
 
     def test_jobs_then_stop(self):
-        port = support.free_port()
-        env = example_env(ASYNCIO_DEMO_PORT=str(port))
+        env = self.env("ASYNCIO_DEMO_APP_ID")
         service = example_process(self, ASYNCIO_SERVICE, env=env)
-        service.expect("service ready on port %d" % port)
+        port = self.host_port(service.next_line(), "service ready")
         for job in ("job-1", "job-2"):
             _, code, out, err = run_launch(ASYNCIO_SERVICE, [job], env)
             self.assertEqual((code, out, err), (0, "", ""))
@@ -84,10 +120,9 @@ class TestExampleAsyncioService(unittest.TestCase):
                                           "done job-2", "stopping"])
 
     def test_ctrl_c_ends_the_service_without_a_traceback(self):
-        port = support.free_port()
-        env = example_env(ASYNCIO_DEMO_PORT=str(port))
+        env = self.env("ASYNCIO_DEMO_APP_ID")
         service = example_process(self, ASYNCIO_SERVICE, env=env)
-        service.expect("service ready on port %d" % port)
+        port = self.host_port(service.next_line(), "service ready")
         code = service.ctrl_c()
         if code is None:
             self.skipTest("SIGINT cannot reach the example here")
@@ -97,19 +132,17 @@ class TestExampleAsyncioService(unittest.TestCase):
         again.expect("service ready on port %d" % port)
 
     def test_stop_starts_no_service_when_none_runs(self):
-        port = support.free_port()
-        env = example_env(ASYNCIO_DEMO_PORT=str(port))
+        env = self.env("ASYNCIO_DEMO_APP_ID")
         _, code, out, err = run_launch(ASYNCIO_SERVICE, ["stop"], env)
         self.assertEqual((code, out), (3, ""), err)  # the command line's "nothing listens"
         self.assertEqual(len(err.splitlines()), 1, err)
         self.assertTrue(err.startswith("socket-singleton: "), err)
 
 
-class TestExampleQueueTool(unittest.TestCase):
+class TestExampleQueueTool(ExampleTestCase):
 
     def test_later_invocations_queue_onto_the_worker(self):
-        port = support.free_port()
-        env = example_env(QUEUE_TOOL_PORT=str(port), QUEUE_TOOL_IDLE=QUEUE_TOOL_IDLE)
+        env = self.env("QUEUE_TOOL_APP_ID", QUEUE_TOOL_IDLE=QUEUE_TOOL_IDLE)
         worker = example_process(self, QUEUE_TOOL, ["a"], env)
         started = "worker started (pid %d)" % worker.proc.pid
         worker.expect(started)
@@ -132,17 +165,19 @@ class TestExampleQueueTool(unittest.TestCase):
         again.expect("ran d")
 
 
-class TestExampleStatusTool(unittest.TestCase):
+class TestExampleStatusTool(ExampleTestCase):
 
     def test_later_invocations_print_the_running_tools_answer(self):
-        port = support.free_port()
-        env = example_env(STATUS_TOOL_PORT=str(port))
+        env = self.env("STATUS_TOOL_APP_ID")
+        free = free_ports(_identity.candidates(self.app_id, "user"))
+        self.assertTrue(free)
         _, code, out, err = run_launch(STATUS_TOOL, ["status"], env)  # none runs: none starts
         self.assertEqual((code, out, err), (1, "", "status_tool.py: not running\n"))
-        support.assert_port_free(self, port)
+        for port in free:  # the tool it did not start holds none of them
+            support.assert_port_free(self, port)
 
         tool = example_process(self, STATUS_TOOL, env=env)
-        tool.expect("tool running on port %d" % port)
+        port = self.host_port(tool.next_line(), "tool running")
         pid = tool.proc.pid
         _, code, out, err = run_launch(STATUS_TOOL, ["status"], env)
         self.assertEqual((code, err), (0, ""), out)
@@ -158,9 +193,23 @@ class TestExampleStatusTool(unittest.TestCase):
         self.assertEqual(tool.output, ["tool running on port %d" % port, "stopped"])
 
 
-def git_environment(home, **extra):
-    """The environment of a git that reads no configuration of the user's or the system's."""
-    env = example_env(HOME=home, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="Ann Example",
+def free_ports(ports):
+    """Those of *ports* that a plain socket can bind right now."""
+    free = []
+    for port in ports:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        free.append(port)
+    return free
+
+
+def git_environment(base, home, **extra):
+    """The environment of a git that reads no configuration of the user's or the system's
+    (*base*: the example's environment, which this changes)."""
+    env = dict(base, HOME=home, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="Ann Example",
                       GIT_AUTHOR_EMAIL="ann@example.invalid", GIT_COMMITTER_NAME="Ann Example",
                       GIT_COMMITTER_EMAIL="ann@example.invalid", **extra)
     env.pop("GIT_DIR", None)
@@ -173,19 +222,16 @@ def shell_words(*words):
     return " ".join(shlex.quote(word.replace(os.sep, "/")) for word in words)
 
 
-class TestExampleEditor(unittest.TestCase):
+class TestExampleEditor(ExampleTestCase):
 
-    def start_editor(self, env, port):
+    def start_editor(self, env):
         editor = example_process(self, EDITOR, env=env)
-        editor.expect("editor ready on port %d" % port)
+        self.host_port(editor.next_line(), "editor ready")
         return editor
 
     def test_a_run_returns_once_the_editor_closed_its_file(self):
-        port = support.free_port()
-        env = example_env(EDITOR_DEMO_PORT=str(port))
-        where = tempfile.TemporaryDirectory()
-        self.addCleanup(where.cleanup)
-        folder = os.path.realpath(where.name)
+        env = self.env("EDITOR_DEMO_APP_ID")
+        folder = self.temporary_directory()
         path = os.path.join(folder, "notes.txt")
         with open(path, "w", encoding="utf-8") as file:
             file.write("draft\n")
@@ -194,7 +240,7 @@ class TestExampleEditor(unittest.TestCase):
         self.assertEqual((code, out), (1, ""))  # no editor runs: none starts
         self.assertTrue(err.startswith("editor.py: no editor is running"), err)
 
-        editor = self.start_editor(env, port)
+        editor = self.start_editor(env)
         opened = example_process(self, EDITOR, ["notes.txt"], env, cwd=folder)
         editor.expect("opened " + path)
         with self.assertRaises(subprocess.TimeoutExpired):  # it waits for the file's close
@@ -225,13 +271,10 @@ class TestExampleEditor(unittest.TestCase):
 
     @unittest.skipIf(shutil.which("git") is None, "git is not installed")
     def test_git_commit_returns_only_once_the_editor_closed_the_message(self):
-        port = support.free_port()
-        where = tempfile.TemporaryDirectory()
-        self.addCleanup(where.cleanup)
-        repo = os.path.realpath(where.name)
-        env = git_environment(repo, EDITOR_DEMO_PORT=str(port),
+        repo = self.temporary_directory()
+        env = git_environment(self.env("EDITOR_DEMO_APP_ID"), repo,
                               GIT_EDITOR=shell_words(sys.executable, EDITOR))
-        editor = self.start_editor(env, port)
+        editor = self.start_editor(env)
 
         def git(*args):
             done = subprocess.run(["git", *args], cwd=repo, env=env, stdin=subprocess.DEVNULL,
@@ -279,7 +322,7 @@ def _read_display(fd, log):
 
 @unittest.skipIf(tkinter is None, "tkinter cannot be imported")
 @unittest.skipIf(shutil.which("Xvfb") is None, "Xvfb is not on PATH (Debian package xvfb)")
-class TestExampleTkOpenFiles(unittest.TestCase):
+class TestExampleTkOpenFiles(ExampleTestCase):
 
     def start_xvfb(self):
         """A virtual display of our own; returns its DISPLAY value."""
@@ -298,11 +341,6 @@ class TestExampleTkOpenFiles(unittest.TestCase):
         finally:
             os.close(read_fd)
 
-    def temporary_directory(self):
-        where = tempfile.TemporaryDirectory()
-        self.addCleanup(where.cleanup)
-        return os.path.realpath(where.name)
-
     @staticmethod
     def _end(proc):
         if proc.poll() is None:
@@ -314,7 +352,7 @@ class TestExampleTkOpenFiles(unittest.TestCase):
                 proc.wait()
 
     def test_later_launches_open_files_relative_to_their_cwd(self):
-        env = example_env(DISPLAY=self.start_xvfb(), TK_DEMO_PORT=str(support.free_port()))
+        env = self.env("TK_DEMO_APP_ID", DISPLAY=self.start_xvfb())
         a, b = self.temporary_directory(), self.temporary_directory()
 
         def shown():
@@ -351,12 +389,14 @@ class TestExampleTkOpenFiles(unittest.TestCase):
 EPHEMERAL_RANGES = {"Linux": (32768, 60999), "Windows and macOS": (49152, 65535)}
 
 
-def default_ports(path):
-    """The default ports an example's source names: the second argument of each
-    ``os.environ.get("..._PORT", "N")``."""
-    with open(path, encoding="utf-8") as source:
-        tree = ast.parse(source.read(), path)
-    ports = []
+# Examples that give a port rather than an application id, and why. None does: none of them is
+# about ports, so each names its application as the README tells users to.
+NUMBERED_EXAMPLES = {}
+
+
+def default_app_ids(tree):
+    """(variable, default) of each ``os.environ.get("..._APP_ID", "default")`` in *tree*."""
+    found = []
     for node in ast.walk(tree):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and node.func.attr == "get" and len(node.args) == 2):
@@ -364,23 +404,48 @@ def default_ports(path):
                 name, default = (ast.literal_eval(arg) for arg in node.args)
             except ValueError:  # not literals
                 continue
-            if str(name).endswith("_PORT"):
-                ports.append(int(default))
-    return ports
+            if str(name).endswith("_APP_ID"):
+                found.append((name, default))
+    return found
 
 
-class TestExamplePorts(unittest.TestCase):
-    def test_no_default_port_lies_in_an_ephemeral_range(self):
+class TestExampleIds(unittest.TestCase):
+    def test_every_example_names_its_application(self):
         scripts = sorted(name for name in os.listdir(EXAMPLES) if name.endswith(".py"))
         self.assertTrue(scripts)
+        with open(os.path.join(support.ROOT, "README.md"), encoding="utf-8") as readme:
+            readme_text = readme.read()
+        with open(__file__, encoding="utf-8") as this:
+            tests = this.read()
+        seen = {}
         for name in scripts:
-            ports = default_ports(os.path.join(EXAMPLES, name))
-            self.assertTrue(ports, "%s names no default port" % name)
-            for port in ports:
-                self.assertTrue(1024 <= port, "%s: port %d is privileged" % (name, port))
-                for system, (low, high) in EPHEMERAL_RANGES.items():
-                    self.assertFalse(low <= port <= high, "%s: port %d lies in the ephemeral "
-                                     "range of %s (%d-%d)" % (name, port, system, low, high))
+            with self.subTest(example=name):
+                path = os.path.join(EXAMPLES, name)
+                with open(path, encoding="utf-8") as source:
+                    text = source.read()
+                tree = ast.parse(text, path)
+                calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                         and isinstance(node.func, ast.Name) and node.func.id == "Socket_Singleton"]
+                self.assertTrue(calls, "%s never constructs Socket_Singleton" % name)
+                keywords = [{keyword.arg for keyword in call.keywords} for call in calls]
+                if name in NUMBERED_EXAMPLES:
+                    self.assertTrue(all("port" in given for given in keywords), name)
+                    continue
+                for call, given in zip(calls, keywords):
+                    self.assertEqual(call.args, [], "%s passes arguments by position" % name)
+                    self.assertIn("app_id", given, name)
+                    self.assertNotIn("port", given, name)
+                self.assertNotIn("--port", text, "%s's command line names a port" % name)
+                ids = default_app_ids(tree)
+                self.assertEqual(len(ids), 1, "%s: one app id, from one variable" % name)
+                variable, default = ids[0]
+                self.assertEqual(_identity.validate_app_id(default), default)
+                self.assertTrue(default.startswith("org.example.demo."), default)
+                self.assertNotIn(default, seen.values(), "two examples share an id")
+                self.assertNotIn(variable, seen, "two examples share a variable")
+                seen[variable] = default
+                self.assertIn('"%s"' % variable, tests, "no test runs %s under its own id" % name)
+                self.assertIn("`%s`" % variable, readme_text, "the README does not name it")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """The README's fenced code blocks, read from README.md at test time and run as written.
 
 Every ```python block runs in a real process (cwd a temporary directory, PYTHONPATH the
-checkout), with the README's port 24621 replaced by a port found at run time and nothing else
-changed. Every command in a ```bash block is checked against the repository; the command-line
-blocks run verbatim under bash, ``socket-singleton`` and ``python`` being this interpreter.
-A block this module does not recognise fails it, so a new block cannot go untested.
+checkout), with the README's application id replaced by one of the test's own (its name and a
+random suffix), the README's port 24621 by a port found at run time, and nothing else changed.
+Every process a test starts has a key directory of the test's own (``XDG_CONFIG_HOME``, and
+``LOCALAPPDATA`` on Windows), so the user's key file is never touched. Every command in a
+```bash block is checked against the repository; the command-line blocks run verbatim under
+bash, ``socket-singleton`` and ``python`` being this interpreter. A block this module does not
+recognise fails it, so a new block cannot go untested.
 """
 
 import ast
@@ -19,12 +22,24 @@ import sys
 import tempfile
 import unittest
 
-from Socket_Singleton import Socket_Singleton
+from Socket_Singleton import Socket_Singleton, _identity
 
 from . import support
 
 README = os.path.join(support.ROOT, "README.md")
-README_PORT = "24621"  # the port of the README's examples; tests use free ones
+README_APP_ID = "org.example.Editor"  # the id of the README's examples; tests use their own
+README_PORT = "24621"  # the port of the README's numbered examples; tests use free ones
+# The port the README shows a host of README_APP_ID on: its user-scope port for user id 1000
+# (the first user of most Linux systems). Tests put in the port their host really has.
+README_APP_PORT = "22999"
+EXAMPLE_USER = "uid:1000"
+# The blocks that pass a port rather than an id, and why; every other block names the
+# application (test_only_the_blocks_about_ports_pass_one holds that).
+NUMBERED_BLOCKS = {
+    "constructor signature": "it states the signature, whose port=1337 is 2.0.0's default",
+    "raw client": "a raw client of the plain form connects to a port it is given",
+    "command line (bash)": "its last line shows --port, for an application numbered by its port",
+}
 VENV = ".venv"  # the virtual environment the README's first commands make in the checkout
 FENCE = re.compile(r"^(\s*)```(.*)$")
 UNTAGGED = ("", "text")  # diagrams and other text: nothing to run
@@ -98,8 +113,8 @@ KINDS = {
     "open-with wrapper (bash)": (("bash",), lambda text: "exec python app.py" in text),
     "import": (("python",), lambda text: text.strip().startswith("from Socket_Singleton import")
                and "\n" not in text.strip()),
-    "smallest use": (("python",), lambda text: "Socket_Singleton(port=24621)" in text
-                     and ".trace(" not in text),
+    "smallest use": (("python",), lambda text: "Socket_Singleton(app_id=" in text
+                     and ".trace(" not in text and "strict=False" not in text),
     "quick start app": (("python",), lambda text: ".trace(on_launch)" in text
                         and "def on_launch(args)" in text),
     # Fragments that show how an observer uses a launch: they need an application around them.
@@ -123,20 +138,45 @@ def kinds_of(block):
             if block.language in languages and test(block.text)]
 
 
-def with_port(block, port, *places):
-    """*block*'s text with the README's port replaced by *port*; *places* are the snippets where
-    the README uses it, one per occurrence (e.g. "port=24621")."""
+def substitute(block, what, value, places):
+    """*block*'s text with every *what* replaced by *value*; *places* are the snippets where the
+    README uses *what*, one per occurrence (none: the block must not use it at all)."""
     for place in places:
         if place not in block.text:
             raise AssertionError("%r no longer has %r" % (block, place))
-    if block.text.count(README_PORT) != len(places):
-        raise AssertionError("%r uses port %s %d times, expected in %r"
-                             % (block, README_PORT, block.text.count(README_PORT), places))
-    return block.text.replace(README_PORT, str(port))
+    if block.text.count(what) != len(places):
+        raise AssertionError("%r uses %s %d times, expected in %r"
+                             % (block, what, block.text.count(what), places))
+    return block.text.replace(what, value)
 
 
-def block_env(path=None):
-    env = dict(os.environ, PYTHONPATH=support.ROOT, PYTHONIOENCODING="utf-8")
+def with_port(block, port, *places):
+    """*block*'s text with the README's port replaced by *port*, where *places* say (e.g.
+    "port=24621")."""
+    return substitute(block, README_PORT, str(port), places)
+
+
+def with_app_id(block, app_id, *places):
+    """*block*'s text with the README's application id replaced by *app_id*, where *places* say
+    (e.g. 'app_id="org.example.Editor"')."""
+    return substitute(block, README_APP_ID, app_id, places)
+
+
+def unique_app_id(test):
+    """An application id no other test or process uses: the test's name, a random suffix."""
+    return "org.example.readme.%s.%s" % (test._testMethodName[:80], os.urandom(4).hex())
+
+
+def key_env(config_home):
+    """The variables that put a process's per-user key directory in *config_home*."""
+    return {"XDG_CONFIG_HOME": config_home, "LOCALAPPDATA": config_home}
+
+
+def block_env(config_home, path=None):
+    """The environment of a README block's process: the checkout on its path, its key directory
+    in *config_home*, and *path* (if given) first on PATH."""
+    env = dict(os.environ, PYTHONPATH=support.ROOT, PYTHONIOENCODING="utf-8",
+               **key_env(config_home))
     if path is not None:
         env["PATH"] = path + os.pathsep + env.get("PATH", "")
     return env
@@ -199,6 +239,19 @@ def console_scripts():
 
 class TestReadmeRunsAsWritten(unittest.TestCase):
 
+    def setUp(self):
+        self.app_id = unique_app_id(self)
+        self.config_home = self.folder()  # the key directory of every process the test starts
+        self.key_env = key_env(self.config_home)
+
+    def env(self, path=None):
+        return block_env(self.config_home, path)
+
+    def start_host(self, **kwargs):
+        """A host (test_app.py) with these constructor arguments and the test's key directory;
+        returns (app, port)."""
+        return support.start_host(self, {"kwargs": kwargs}, env=self.key_env)
+
     def block(self, kind):
         found = [block for block in read_blocks() if kind in kinds_of(block)]
         if len(found) != 1:
@@ -221,7 +274,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
     def run_python(self, text, args=(), name="snippet.py"):
         folder = self.folder()
         self.write(folder, name, text)
-        return run([sys.executable, name, *args], folder, block_env())
+        return run([sys.executable, name, *args], folder, self.env())
 
     def shims(self):
         """A directory for PATH in which `python` and `socket-singleton` are this interpreter
@@ -287,19 +340,69 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         for system, (low, high) in EPHEMERAL_RANGES.items():
             self.assertFalse(low <= int(README_PORT) <= high, system)
 
+    def test_the_readme_shows_a_port_the_id_really_has(self):
+        self.assertEqual(_identity.validate_app_id(README_APP_ID), README_APP_ID)
+        self.assertEqual(str(_identity.port_for(README_APP_ID, "user", EXAMPLE_USER)),
+                         README_APP_PORT)
+        prose = readme_prose()
+        self.assertIn("listens on %s (user scope) on 127.0.0.1:%s (pid" % (README_APP_ID,
+                                                                          README_APP_PORT),
+                      prose)
+        self.assertIn("on port %s." % README_APP_PORT, self.block("strict=False").text)
+
+    def test_only_the_blocks_about_ports_pass_one(self):
+        # The quick start and every example name the application; only NUMBERED_BLOCKS give a
+        # port, and each of them still does (else it should leave the list).
+        numbered = set()
+        for block in read_blocks():
+            kinds = kinds_of(block)
+            if block.language == "python":
+                calls = [node for node in ast.walk(ast.parse(block.text))
+                         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                         and node.func.id == "Socket_Singleton"]
+                keywords = [keyword.arg for call in calls for keyword in call.keywords]
+                for call in calls:
+                    self.assertFalse(call.args, "%r passes arguments by position" % block)
+                gives_a_port = "port" in keywords or README_PORT in block.text
+                if calls and not gives_a_port:
+                    self.assertIn("app_id", keywords, block)
+            elif block.language == "bash":
+                gives_a_port = "--port" in block.text or README_PORT in block.text
+            else:
+                gives_a_port = "port=" in block.text
+            if gives_a_port:
+                numbered.update(kinds)
+                self.assertTrue(set(kinds) & set(NUMBERED_BLOCKS),
+                                "%r gives a port; name the application instead:\n%s"
+                                % (block, block.text))
+        self.assertEqual(numbered & set(NUMBERED_BLOCKS), set(NUMBERED_BLOCKS))
+        for kind in ("smallest use", "quick start app", "strict=False",
+                     "open-with wrapper (bash)"):
+            self.assertIn(README_APP_ID, self.block(kind).text, kind)
+        # The command line shows --app-id first: every line before the numbered one names it.
+        lines = [line for line in self.block("command line (bash)").text.splitlines()
+                 if line.strip()]
+        self.assertIn("--port", lines[-1])
+        for line in lines[:-1]:
+            self.assertIn("--app-id %s" % README_APP_ID, line)
+            self.assertNotIn("--port", line)
+
     def test_import_block(self):
         result = self.run_python(self.block("import").text)
         self.assertEqual((result.code, result.out, result.err), (0, "", ""), result)
 
     def test_smallest_use_block(self):
         block = self.block("smallest use")
-        # Alone, it is the host and ends with its script.
-        alone = self.run_python(with_port(block, support.free_port(), "port=24621"))
+        text = with_app_id(block, self.app_id, 'Socket_Singleton(app_id="org.example.Editor")')
+        # Alone, it is the host and ends with its script; its key is in the test's directory.
+        alone = self.run_python(text)
         self.assertEqual((alone.code, alone.out, alone.err), (0, "", ""), alone)
+        self.assertTrue(os.path.isfile(os.path.join(self.config_home, "socket-singleton",
+                                                    "key")))
         # A second copy exits at once: a launch without arguments, handed to the running one.
-        app, port = support.start_host(self, {"kwargs": {"port": support.free_port(),
-                                                         "deliver_empty": True}})
-        second = self.run_python(with_port(block, port, "port=24621"))
+        app, port = self.start_host(app_id=self.app_id, deliver_empty=True)
+        self.assertIn(port, _identity.candidates(self.app_id, "user"))
+        second = self.run_python(text)
         self.assertEqual((second.code, second.out, second.err), (0, "", ""), second)
         self.assertEqual(support.decode_args(app.wait_for("launch")), [])
 
@@ -315,14 +418,14 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         self.assertIn("/where/you/ran/it", printed)
 
         # Two terminals, each in a folder of its own where the block was saved as app.py.
-        text = with_port(block, support.free_port(), "port=24621")
+        text = with_app_id(block, self.app_id, 'Socket_Singleton(app_id="org.example.Editor")')
         first, second = self.folder(), self.folder()
         for folder in (first, second):
             self.write(folder, "app.py", text)
-        host = support.LineProcess(self, [sys.executable, "app.py"], first, block_env())
+        host = support.LineProcess(self, [sys.executable, "app.py"], first, self.env())
         self.assertEqual(host.next_line(), self.ready_line(block))
 
-        launch = run([sys.executable, "app.py", *args], second, block_env())
+        launch = run([sys.executable, "app.py", *args], second, self.env())
         self.assertEqual((launch.code, launch.out, launch.err), (status, "", ""), launch)
         self.assertEqual(host.next_line(), printed.replace("/where/you/ran/it", second))
         code = host.ctrl_c()  # "(Ctrl+C stops)"
@@ -348,8 +451,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
 
     def test_strict_false_block(self):
         block = self.block("strict=False")
-        port = support.free_port()
-        text = with_port(block, port, "port=24621", "on port 24621.")
+        text = with_app_id(block, self.app_id, 'app_id="org.example.Editor"')
         # What it prints against a host, as its comments say.
         reason = re.search(r'print\(err\.reason, err\.delivered\)\s+# e\.g\. "([^"]*)"', text)
         self.assertIsNotNone(reason, "the block no longer says what err.reason prints")
@@ -373,10 +475,13 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
         if wrapped:
             printed.append(" ".join(wrapped))
         self.assertTrue(printed, "the block no longer shows the message")
+        shown = "on port %s." % README_APP_PORT
+        self.assertEqual(sum(line.count(shown) for line in printed), 1, printed)
 
         alone = self.run_python(text)
         self.assertEqual((alone.code, alone.out, alone.err), (0, "we are the host\n", ""), alone)
-        support.start_host(self, support.config(port))
+        _, port = self.start_host(app_id=self.app_id)
+        printed = [line.replace(shown, "on port %d." % port) for line in printed]
         turned_away = self.run_python(text, ["notes.txt"])  # a launch that has something to hand
         self.assertEqual((turned_away.code, turned_away.out.splitlines(), turned_away.err),
                          (0, [reason.group(1), *printed], ""), turned_away)
@@ -419,87 +524,129 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
     def test_command_line_block(self):
         block = self.block("command line (bash)")
         lines = [line for line in block.text.splitlines() if line.strip()]
-        status = [line for line in lines if " status " in line]
-        send = [line for line in lines if " send " in line and "--secret-env" not in line]
-        secret_send = [line for line in lines if "--secret-env" in line]
-        self.assertEqual((len(status), len(send), len(secret_send)), (1, 1, 1), lines)
+        named = [line for line in lines if "--app-id" in line]
+        status = [line for line in named if " status " in line]
+        send = [line for line in named if " send " in line and "--secret-env" not in line]
+        secret_send = [line for line in named if "--secret-env" in line]
+        numbered = [line for line in lines if "--port" in line]
+        self.assertEqual((len(status), len(send), len(secret_send), len(numbered), len(lines)),
+                         (1, 1, 1, 1, 4), lines)
+        self.assertIn(" send ", numbered[0])
         assignment = re.match(r"(\w+)=(\S+) socket-singleton send .*--secret-env (\w+) ",
                               secret_send[0])
         self.assertIsNotNone(assignment, secret_send[0])
         self.assertEqual(assignment.group(1), assignment.group(3), secret_send[0])
         shims, here = self.shims(), self.folder()
 
-        def bash(line, port):
-            return run(["bash", "-c", with_port(Block("bash", line, block.line), port,
-                                                "--port 24621")], here, block_env(shims))
+        def bash(line, app_id=None, port=None):
+            """Run *line* with the README's id and port put in place where it names them; a
+            line given only one of them must not name the other."""
+            text = with_app_id(Block("bash", line, block.line), app_id or "",
+                               *(["--app-id " + README_APP_ID] if app_id else []))
+            text = with_port(Block("bash", text, block.line), port or 0,
+                             *(["--port 24621"] if port else []))
+            return run(["bash", "-c", text], here, self.env(shims))
 
         def arguments(line):
             words = shlex.split(line, comments=True)
             return [arg.encode() for arg in words[words.index("--") + 1:]]
 
-        app, port = support.start_host(self, support.config(support.free_port()))
-        result = bash(status[0], port)
+        app, port = self.start_host(app_id=self.app_id)
+        result = bash(status[0], app_id=self.app_id)
         self.assertEqual(result.code, self.documented_exit("status", "host answered"), result)
-        self.assertRegex(result.out, r"\b%d\b" % app.proc.pid, "its pid is printed")
-        result = bash(send[0], port)
+        self.assertEqual(result.out, "a Socket_Singleton host listens on %s (user scope) on "
+                         "127.0.0.1:%d (pid %d)\n" % (self.app_id, port, app.host_pid))
+        result = bash(send[0], app_id=self.app_id)
         self.assertEqual((result.code, result.err), (self.documented_exit("send", "took"), ""),
                          result)
         event = app.wait_for("launch")
         self.assertEqual((support.decode_args(event), event["cwd"]), (arguments(send[0]), here))
-        result = bash(secret_send[0], port)  # this host has no secret
-        self.assertEqual(result.code, self.documented_exit("send", "secret mismatch"), result)
+        # This host has no secret: in scope user it is passed over, as the README says.
+        result = bash(secret_send[0], app_id=self.app_id)
+        self.assertEqual(result.code, self.documented_exit("send", "no host of the application"),
+                         result)
+        self.assertIn("no host of %s, user scope answers on any of its 8 candidate ports"
+                      % self.app_id, result.err)
 
-        secret_app, secret_port = support.start_host(
-            self, support.config(support.free_port(), secret=assignment.group(2)))
-        result = bash(secret_send[0], secret_port)
+        secret_id = unique_app_id(self)
+        secret_app, _ = self.start_host(app_id=secret_id, secret=assignment.group(2))
+        result = bash(secret_send[0], app_id=secret_id)
         self.assertEqual((result.code, result.err), (self.documented_exit("send", "took"), ""),
                          result)
         event = secret_app.wait_for("launch")
         self.assertEqual(support.decode_args(event), arguments(secret_send[0]))
 
-        nothing = support.free_port()
-        for line, command in ((status[0], "status"), (send[0], "send"), (secret_send[0], "send")):
+        numbered_app, numbered_port = support.start_host(
+            self, support.config(support.free_port()))
+        result = bash(numbered[0], port=numbered_port)
+        self.assertEqual((result.code, result.err), (self.documented_exit("send", "took"), ""),
+                         result)
+        event = numbered_app.wait_for("launch")
+        self.assertEqual(support.decode_args(event), arguments(numbered[0]))
+
+        nobody, nothing = unique_app_id(self), support.free_port()
+        for line, command in ((status[0], "status"), (send[0], "send"), (secret_send[0], "send"),
+                              (numbered[0], "send")):
             with self.subTest(line=line):
-                result = bash(line, nothing)
+                if "--port" in line:
+                    result = bash(line, port=nothing)
+                else:
+                    result = bash(line, app_id=nobody)
                 self.assertEqual(result.code, self.documented_exit(command, "nothing listens"),
                                  result)
 
-    def test_open_with_wrapper_block(self):
-        block = self.block("open-with wrapper (bash)")
-        port = support.free_port()
-        shims, first, second = self.shims(), self.folder(), self.folder()
+    def wrapper(self, folder, app_id):
+        """The README's open-with wrapper and quick start app, saved in *folder* for *app_id*."""
         app_block = self.block("quick start app")
-        self.write(first, "app.py", with_port(app_block, port, "port=24621"))
-        self.write(first, "open-with.sh", with_port(block, port, "--port 24621"))
+        self.write(folder, "app.py", with_app_id(
+            app_block, app_id, 'Socket_Singleton(app_id="org.example.Editor")'))
+        self.write(folder, "open-with.sh", with_app_id(
+            self.block("open-with wrapper (bash)"), app_id, "--app-id org.example.Editor"))
+        return self.ready_line(app_block)
+
+    def wrapper_starts_then_hands_over(self):
+        """Run the open-with wrapper twice: the first run starts the application, the second
+        hands its file to it. Returns the second run's Result."""
+        shims, first, second = self.shims(), self.folder(), self.folder()
+        ready = self.wrapper(first, self.app_id)
 
         # Nothing runs: the wrapper starts the application, which becomes the host.
         host = support.LineProcess(self, ["bash", "open-with.sh", "notes.txt"], first,
-                                   block_env(shims))
+                                   self.env(shims))
         self.assertTrue(host.next_line().startswith("socket-singleton: "), host.output)
-        self.assertEqual(host.next_line(), self.ready_line(app_block))
+        self.assertEqual(host.next_line(), ready)
         # It runs: the wrapper hands the arguments over.
         result = run(["bash", os.path.join(first, "open-with.sh"), "todo.txt"], second,
-                     block_env(shims))
+                     self.env(shims))
         self.assertEqual((result.code, result.err), (0, ""), result)
         self.assertEqual(host.next_line(),
                          "a later launch passed %r from %s" % (("todo.txt",), second))
         code = host.ctrl_c()
         if code is not None:
             self.assertEqual(code, 0, host.output)
+        return result
 
-    def test_open_with_wrapper_fails_when_a_foreign_program_holds_the_port(self):
-        block = self.block("open-with wrapper (bash)")
+    def test_open_with_wrapper_block(self):
+        self.wrapper_starts_then_hands_over()
+
+    def test_open_with_wrapper_passes_over_a_foreign_program_on_the_first_port(self):
+        ports = _identity.candidates(self.app_id, "user")
+        foreign = support.FakeServer(self, support.FOREIGN_PROGRAMS["garbage"], port=ports[0])
+        result = self.wrapper_starts_then_hands_over()
+        self.assertIn("127.0.0.1:%d" % ports[1], result.out)  # the application's next port
+        foreign.assert_nothing_of_the_users(self, ["notes.txt", "todo.txt"])
+
+    def test_open_with_wrapper_fails_when_the_application_refuses(self):
         shims, here = self.shims(), self.folder()
-        foreign = support.FakeServer(self, support.FOREIGN_PROGRAMS["garbage"])
-        self.write(here, "app.py", with_port(self.block("quick start app"), foreign.port,
-                                             "port=24621"))
-        self.write(here, "open-with.sh", with_port(block, foreign.port, "--port 24621"))
-        result = run(["bash", "open-with.sh", "notes.txt"], here, block_env(shims))
-        # send's status for a foreign program, and the application was not started.
+        self.wrapper(here, self.app_id)
+        support.start_host(self, {"kwargs": {"app_id": self.app_id},
+                                  "tuning": {"max_message_size": 256}}, env=self.key_env)
+        result = run(["bash", "open-with.sh", "x" * 1024], here, self.env(shims))
+        # send's status for a refusal, and the application was not started.
         self.assertEqual((result.code, result.out),
-                         (self.documented_exit("send", "not a Socket_Singleton host"), ""),
-                         result)
+                         (self.documented_exit("send", "too large"), ""), result)
         self.assertEqual(len(result.err.splitlines()), 1, result)
+        self.assertIn("accepts at most 256", result.err)
 
     def test_bash_commands_refer_to_what_exists(self):
         commands = [(block, words) for block in read_blocks() if block.language == "bash"
@@ -555,7 +702,7 @@ class TestReadmeRunsAsWritten(unittest.TestCase):
                     self.assertIn(word, result.out)
         elif rest and not rest[0].startswith("-"):
             if options:
-                result = run([sys.executable, *options, "-c", ""], support.ROOT, block_env())
+                result = run([sys.executable, *options, "-c", ""], support.ROOT, self.env())
                 self.assertEqual((result.code, result.err), (0, ""), result)
             if rest[0] == "app.py":  # the quick start, saved as app.py: run in its own tests
                 self.assertIn("Save this as `app.py`", readme_prose())
