@@ -36,11 +36,11 @@ EXIT_CODES = {
 
 EPILOG = """\
 examples:
-  %(prog)s status --port 24621
-  %(prog)s send --port 24621 -- notes.txt --new-window
   %(prog)s status --app-id org.example.Editor
+  %(prog)s send --app-id org.example.Editor -- notes.txt --new-window
+  %(prog)s send --app-id org.example.Editor --wait -- notes.txt   # until it replies
   APP_SECRET=s3cret %(prog)s send --port 24621 --secret-env APP_SECRET -- notes.txt
-  %(prog)s send --port 24621 --wait -- notes.txt   # until the application replies
+  %(prog)s status --port 24621   # an application numbered by its port
 
 exit codes:
   0  status: a Socket_Singleton host answered; send: the host took the arguments, or

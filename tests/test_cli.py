@@ -44,9 +44,8 @@ class CommandLineTestCase(support.ThreadLeakCheck):
 class TestCommandLineUsage(CommandLineTestCase):
 
     EXAMPLES = ("\nexamples:\n"
-                "  socket-singleton status --port 24621\n"
-                "  socket-singleton send --port 24621 -- notes.txt --new-window\n"
-                "  socket-singleton status --app-id org.example.Editor\n")
+                "  socket-singleton status --app-id org.example.Editor\n"
+                "  socket-singleton send --app-id org.example.Editor -- notes.txt --new-window\n")
 
     def test_help_shows_examples_and_exit_codes(self):
         for command in ([], ["status"], ["send"]):
