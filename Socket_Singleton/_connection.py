@@ -18,12 +18,15 @@ States and their transitions::
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from . import _wire
 from ._launch import Launch
 from ._outcome import Reason
 from ._sentinel import Sentinel
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a host about 1.5 MiB: the type checker alone reads it
+    from typing import Callable, Dict, List, Optional, Tuple, Union
 
 SNIFF, PLAIN, HELLO, AWAIT_LAUNCH, DECIDING, WAITING, AWAIT_REPLY, CLOSING, DONE = map(
     Sentinel, ("SNIFF", "PLAIN", "HELLO", "AWAIT_LAUNCH", "DECIDING", "WAITING", "AWAIT_REPLY",
@@ -76,7 +79,8 @@ class Close:
     __slots__ = ()
 
 
-Effect = Union[Send, Timer, Log, Launched, Close]
+if TYPE_CHECKING:
+    Effect = Union[Send, Timer, Log, Launched, Close]
 _CLOSE = Close()
 _RELEASED = "the host released the port"
 

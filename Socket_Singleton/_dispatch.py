@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _log, _net, _tuning
 from ._launch import Launch
 from ._outcome import Reason
 from ._sentinel import Sentinel
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a host about 1.5 MiB: the type checker alone reads it
+    from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+    Observer = Callable[..., Any]
 
 _STR_OVERHEAD = 64  # bytes a str costs besides its characters (about, and rounded up)
 
@@ -31,8 +36,6 @@ class Pending:
         self.seq = 0  # arrival number: an observer gets the launches from its trace() on
         self.on_done = on_done
 
-
-Observer = Callable[..., Any]
 
 
 class Dispatcher:

@@ -15,27 +15,35 @@ import socket
 import sys
 import threading
 import time
-from typing import Callable, Optional, Tuple
 
 from . import _log, _net, _tuning, _wire
 from ._dispatch import Dispatcher
 from ._launch import Launch
 from ._listener import Decision, Listener
 from ._outcome import Reason
-from ._policy import Admission
 
-# The policy for one launch: (launches counted so far, its arguments) -> Admission. Pure.
-Policy = Callable[[int, Tuple[str, ...]], Admission]
+# Loaded with the host, not with its first launch: the policy may first run out of descriptors.
+from ._policy import admit as _admit  # noqa: F401
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a host about 1.5 MiB: the type checker alone reads it
+    from typing import Callable, Optional, Tuple
+
+    from ._policy import Admission
+
+    # The policy for one launch: (launches counted so far, its arguments) -> Admission. Pure.
+    Policy = Callable[[int, Tuple[str, ...]], Admission]
 
 _gcc_s: object = None
 
 
-def prepare_for_exhaustion() -> None:
+def prepare_for_exhaustion(verbose: bool) -> None:
     """Load now what the host's failure paths would otherwise load when they run, possibly out
-    of file descriptors: logging, and (CPython 3.7 and 3.8 on glibc) libgcc_s, which those
-    versions' threads need when they end; glibc aborts the process if it cannot load it then."""
+    of file descriptors: logging, when a record could be shown (see ``_log.prepare``), and
+    (CPython 3.7 and 3.8 on glibc) libgcc_s, which those versions' threads need when they end;
+    glibc aborts the process if it cannot load it then."""
     global _gcc_s
-    _log.prepare()
+    _log.prepare(verbose)
     if _gcc_s is None and sys.version_info < (3, 9) and sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -98,7 +106,7 @@ class Host:
         try:
             self.port: int = sock.getsockname()[1]  # the real port when port 0 was asked for
             name = "Socket_Singleton-%d" % self.port
-            prepare_for_exhaustion()
+            prepare_for_exhaustion(verbose)
             self.dispatcher = Dispatcher(name + "-dispatch", verbose, self.tuning,
                                          on_final=release, on_failure=release)
             self._listener = Listener(sock, name + "-listener", verbose, secret, self.tuning,

@@ -18,12 +18,15 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from . import _connection, _log, _net, _tuning, _wire
 from ._connection import Close, Launched, Log, Send, Timer
 from ._launch import Launch
 from ._outcome import Reason
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a host about 1.5 MiB: the type checker alone reads it
+    from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
 
 # select() (the only selector on Windows) takes at most 512 sockets per call.
 _SELECT_LIMIT = 500
@@ -32,13 +35,16 @@ _READS_PER_TURN = 4
 _GATE_POLL = 0.1  # seconds wait_closed() sleeps before it looks at the closed flag again
 
 
-class Decision(NamedTuple):
+class Decision:
     """The host's answer to one launch: a Reason and its detail, or (*wait*) that the answer
     waits until ``Listener.settle()`` is called for the launch."""
 
-    reason: str
-    detail: str
-    wait: bool
+    __slots__ = ("detail", "reason", "wait")
+
+    def __init__(self, reason: str, detail: str, wait: bool) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.wait = wait
 
 _LIVE: weakref.WeakSet[Listener] = weakref.WeakSet()
 

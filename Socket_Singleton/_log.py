@@ -1,5 +1,7 @@
-"""Logging through the ``Socket_Singleton`` logger, imported only when there is something to say."""
+"""Logging through the ``Socket_Singleton`` logger, imported only when there is something to say
+and someone who could see it."""
 
+import _thread
 import sys
 
 TYPE_CHECKING = False
@@ -9,31 +11,44 @@ if TYPE_CHECKING:
 NAME = "Socket_Singleton"
 _VERBOSE = "socket_singleton_verbose"
 _logger: "Any" = None
+# Two threads logging first must not add the handlers twice; re-entrant for a signal handler.
+_making = _thread.RLock()
 
 
-def _get() -> "Any":
-    global _logger
+def _get(verbose: bool) -> "Any":
+    """The logger, or None when *verbose* is false and nothing has loaded ``logging``: then no
+    handler exists that could show a record, and importing it (milliseconds, and a file to open
+    even when out of descriptors) would only throw the record away."""
     if _logger is None:
-        import logging  # costs several milliseconds; a quiet launch never needs it
-
-        class VerboseHandler(logging.Handler):
-            """Writes records of ``verbose=True`` instances to the current ``sys.stderr``."""
-
-            def filter(self, record: "logging.LogRecord") -> bool:
-                return bool(getattr(record, _VERBOSE, False)) and not _shown_elsewhere(record)
-
-            def emit(self, record: "logging.LogRecord") -> None:
-                try:
-                    sys.stderr.write("%s: %s\n" % (NAME, self.format(record)))
-                except Exception:  # noqa: BLE001 - logging's own convention
-                    self.handleError(record)
-
-        logger = logging.getLogger(NAME)
-        # NullHandler keeps logging's last-resort handler from printing for quiet instances.
-        logger.addHandler(logging.NullHandler())
-        logger.addHandler(VerboseHandler())
-        _logger = logger
+        if not verbose and "logging" not in sys.modules:
+            return None
+        with _making:
+            if _logger is None:
+                _make()
     return _logger
+
+
+def _make() -> None:
+    global _logger
+    import logging  # costs several milliseconds and 0.5 MiB; a quiet launch never needs it
+
+    class VerboseHandler(logging.Handler):
+        """Writes records of ``verbose=True`` instances to the current ``sys.stderr``."""
+
+        def filter(self, record: "logging.LogRecord") -> bool:
+            return bool(getattr(record, _VERBOSE, False)) and not _shown_elsewhere(record)
+
+        def emit(self, record: "logging.LogRecord") -> None:
+            try:
+                sys.stderr.write("%s: %s\n" % (NAME, self.format(record)))
+            except Exception:  # noqa: BLE001 - logging's own convention
+                self.handleError(record)
+
+    logger = logging.getLogger(NAME)
+    # NullHandler keeps logging's last-resort handler from printing for quiet instances.
+    logger.addHandler(logging.NullHandler())
+    logger.addHandler(VerboseHandler())
+    _logger = logger
 
 
 def _shown_elsewhere(record: "Any") -> bool:
@@ -47,21 +62,27 @@ def _shown_elsewhere(record: "Any") -> bool:
     return False
 
 
-def prepare() -> None:
-    """Import logging now: a host logs on its failure paths, where a fresh import could fail
-    (out of file descriptors, out of memory) and take the logging thread down with it."""
-    _get()
+def prepare(verbose: bool) -> None:
+    """Import logging now if a record could be shown: a host logs on its failure paths, where
+    a fresh import could fail (out of file descriptors, out of memory). A quiet host whose
+    application has not loaded ``logging`` has no one to show a record to, and imports nothing
+    later either (see ``_get``); an application that loads it later gives the host its copy."""
+    _get(verbose)
 
 
 def warning(verbose: bool, msg: str, *args: object, exc_info: bool = False) -> None:
     try:
-        _get().warning(msg, *args, exc_info=exc_info, extra={_VERBOSE: verbose})
+        logger = _get(verbose)
+        if logger is not None:
+            logger.warning(msg, *args, exc_info=exc_info, extra={_VERBOSE: verbose})
     except Exception:  # noqa: BLE001 - reporting a failure must never become one
         pass
 
 
 def debug(verbose: bool, msg: str, *args: object) -> None:
     try:
-        _get().debug(msg, *args, extra={_VERBOSE: verbose})
+        logger = _get(verbose)
+        if logger is not None:
+            logger.debug(msg, *args, extra={_VERBOSE: verbose})
     except Exception:  # noqa: BLE001 - reporting a failure must never become one
         pass

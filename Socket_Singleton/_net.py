@@ -44,10 +44,10 @@ def close_quietly(sock: socket.socket) -> None:
 
 def reset_on_close(sock: socket.socket) -> None:
     """Make close() reset the connection instead of ending it cleanly (SO_LINGER, 0 s)."""
-    import struct  # rare paths only; a launch that goes well never loads it
-
-    # struct linger: two ints on POSIX, two u_shorts on Windows
-    linger = struct.pack("HH" if hasattr(socket, "SO_EXCLUSIVEADDRUSE") else "ii", 1, 0)
+    # struct linger: two ints on POSIX, two u_shorts on Windows, in the machine's byte order
+    # (no struct: a host drops a peer this way when out of descriptors, and must import nothing)
+    size = 2 if hasattr(socket, "SO_EXCLUSIVEADDRUSE") else 4
+    linger = (1).to_bytes(size, sys.byteorder) + bytes(size)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
     except OSError:  # already reset by the peer: nothing to linger over

@@ -371,6 +371,44 @@ class TestLoggingAndVerbose(HostTestCase):
         self.assertEqual(after.wait(3), [("1",), ("2",), ("3",)])
         self.assertEqual(calls, [("1",), ("2",), ("3",)])
 
+    # A fresh interpreter without site (-S), which may load typing itself.
+    QUIET_HOST = (
+        "import sys, threading\n"
+        "from Socket_Singleton import Socket_Singleton\n"
+        "app = Socket_Singleton(port=0, client=False, strict=False)\n"
+        "observed = threading.Event()\n"
+        "def broken(*args):\n"
+        "    observed.set()\n"
+        "    raise RuntimeError('boom-late')\n"
+        "app.trace(broken)\n"
+        "print(sorted(name for name in ('logging', 'typing') if name in sys.modules))\n")
+
+    def run_quiet_host(self, code):
+        result = subprocess.run([sys.executable, "-S", "-c", self.QUIET_HOST + code, "late"],
+                                env=support.app_env({}), capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL, timeout=support.WAIT)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result
+
+    def test_a_quiet_host_loads_neither_logging_nor_typing(self):
+        # No handler can show its records until the application loads logging.
+        result = self.run_quiet_host("app.release()\n")
+        self.assertEqual(result.stdout, "[]\n", result.stderr)
+
+    def test_a_quiet_host_logs_once_the_application_loads_logging(self):
+        result = self.run_quiet_host(
+            "import logging\n"
+            "logging.basicConfig(format='app: %(message)s')\n"
+            "try:\n"
+            "    Socket_Singleton(port=app.port, strict=False)\n"
+            "except Exception as err:\n"
+            "    print(err.reason)\n"
+            "observed.wait(30)\n"
+            "app.release()\n")
+        self.assertEqual(result.stdout, "[]\ndelivered\n", result.stderr)
+        self.assertIn("app: Observer broken raised exception: RuntimeError: boom-late",
+                      result.stderr)
+
 
 class _TakingDeque(collections.deque):
     """The dispatcher's queue: ``took`` is set once the dispatch thread took a launch."""
