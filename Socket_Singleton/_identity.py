@@ -1,6 +1,6 @@
 """An application's identity: its id, the ports derived from it, the user tag and the per-user
-key. Only a launch that names an ``app_id`` loads this module; it loads hashlib and hmac only
-when it computes something, and ctypes only on Windows.
+key. Only a launch that names an ``app_id`` loads this module; it loads ctypes only on
+Windows.
 
 Everything here is pure and stable: the same id, scope and user give the same ports on every
 machine, platform and Python version, for as long as the version string ``socket-singleton/1``
@@ -143,10 +143,8 @@ def _check_scope(scope: object, user: object) -> str:
 def _digest(*fields: bytes) -> bytes:
     """SHA-256 over VERSION and *fields*, each preceded by its length (4 bytes, big-endian),
     so that no two lists of fields hash the same bytes."""
-    import hashlib  # only a launch with an app_id computes a port
-
     data = b"".join(len(field).to_bytes(4, "big") + field for field in (VERSION, *fields))
-    return hashlib.sha256(data).digest()
+    return _wire.sha256(data)
 
 
 def _nth_port(index: int) -> int:
@@ -240,12 +238,9 @@ def user_key(app_id: str) -> str:
         (POSIX: the directory is not this user's or others may write to it; the file is not
         this user's, others may read it, or it holds no key).
     """
-    import hmac  # only a user-scoped launch needs it
-
     app_id = validate_app_id(app_id)
     master = bytes.fromhex(_master_key(key_directory()))
-    return hmac.new(master, b"socket-singleton/1 app-key " + app_id.encode("ascii"),
-                    "sha256").hexdigest()
+    return _wire.hmac_sha256(master, b"socket-singleton/1 app-key " + app_id.encode("ascii")).hex()
 
 
 def _master_key(directory: str) -> str:

@@ -13,6 +13,10 @@ import sys
 
 from ._outcome import Reason
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 VERSION = 3  # the newest protocol this release speaks; it also speaks 2 (see the README)
 
 # The client's first bytes, sent alone: a 2.0.0 host reads one chunk of at most 1024 bytes and
@@ -98,18 +102,56 @@ def secret_bytes(secret: str) -> bytes:
     return secret.encode("utf-8", "surrogateescape")
 
 
+def sha256(data: bytes) -> bytes:
+    """The SHA-256 digest of *data*."""
+    return bytes(_sha256()(data).digest())
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    """HMAC-SHA256 (RFC 2104) of *message* under *key*, as ``hmac.new(key, message,
+    "sha256").digest()`` computes it."""
+    new = _sha256()
+    if len(key) > _BLOCK:
+        key = new(key).digest()
+    number = int.from_bytes(key.ljust(_BLOCK, b"\0"), "big")
+    inner = new((number ^ _IPAD).to_bytes(_BLOCK, "big") + message).digest()
+    return bytes(new((number ^ _OPAD).to_bytes(_BLOCK, "big") + inner).digest())
+
+
+_BLOCK = 64  # SHA-256's block size
+_IPAD = int.from_bytes(b"\x36" * _BLOCK, "big")
+_OPAD = int.from_bytes(b"\x5c" * _BLOCK, "big")
+
+
+def _sha256() -> "Any":
+    """CPython's own SHA-256, without OpenSSL: ``hashlib`` loads libcrypto, which costs a launch
+    about 3 ms (and ``hmac`` loads ``hashlib``). A build without it falls back to ``hashlib``.
+    Found once: a failed import searches the whole path again each time."""
+    global _SHA256
+    if _SHA256 is None:
+        for name in ("_sha2", "_sha256"):  # 3.12 and later; 3.7 to 3.11
+            try:
+                _SHA256 = __import__(name).sha256
+                return _SHA256
+            except ImportError:
+                pass
+        _SHA256 = __import__("hashlib").sha256
+    return _SHA256
+
+
+_SHA256: "Any" = None
+
+
 def proof(secret: str, label: bytes, first: bytes, second: bytes) -> bytes:
     """HMAC-SHA256 of the two nonces under *secret*; *label* stops a proof being reflected."""
-    import hmac  # only hosts and clients that set a secret pay for hashlib
-
-    return hmac.new(secret_bytes(secret), label + first + second, "sha256").digest()
+    return hmac_sha256(secret_bytes(secret), label + first + second)
 
 
 def same(a: bytes, b: bytes) -> bool:
-    """Constant-time comparison."""
-    import hmac
+    """Constant-time comparison (``hmac.compare_digest`` without loading ``hmac``)."""
+    from _operator import _compare_digest
 
-    return hmac.compare_digest(a, b)
+    return _compare_digest(a, b)
 
 
 def encode_welcome(pid: int, limit: int, host_nonce: bytes, host_proof: bytes) -> bytes:

@@ -13,7 +13,7 @@ import tempfile
 import unittest
 from unittest import mock
 
-from Socket_Singleton import Socket_Singleton, _identity
+from Socket_Singleton import Socket_Singleton, _identity, _wire
 from Socket_Singleton._identity import UserKeyError
 
 from . import support
@@ -370,6 +370,46 @@ class TestIdentityIsLazy(unittest.TestCase):
             [sys.executable, "-c", code], env=support.app_env({}), capture_output=True,
             timeout=support.WAIT)
         self.assertEqual(support.text(result.stdout), "False False\n26238\nTrue\n",
+                         support.text(result.stderr))
+
+
+class TestHashing(unittest.TestCase):
+    """SHA-256 and HMAC-SHA256 from CPython's own SHA-256 module: the same bytes as hashlib's and
+    hmac's, without loading OpenSSL (milliseconds on every launch that names an app id or sets
+    a secret)."""
+
+    def test_the_same_digests_as_hashlib_and_hmac(self):
+        import hmac
+
+        for size in (0, 1, 31, 32, 63, 64, 65, 127, 128, 129, 1000):
+            key, message = os.urandom(size), os.urandom(size * 3 + 1)
+            with self.subTest(size=size):
+                self.assertEqual(_wire.sha256(message), hashlib.sha256(message).digest())
+                self.assertEqual(_wire.hmac_sha256(key, message),
+                                 hmac.new(key, message, "sha256").digest())
+        # RFC 4231, test case 2
+        self.assertEqual(_wire.hmac_sha256(b"Jefe", b"what do ya want for nothing?").hex(),
+                         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+
+    def test_a_launch_with_an_app_id_and_a_secret_loads_no_openssl(self):
+        code = ("import sys\n"
+                "from Socket_Singleton import Socket_Singleton\n"
+                "for secret in (None, 's3cret'):\n"
+                "    app_id = 'org.example.NoSSL.%%s.%%s' %% (secret, %r)\n"
+                "    with Socket_Singleton(app_id=app_id, secret=secret) as app:\n"
+                "        app.trace(lambda launch: None)\n"
+                "        try:\n"
+                "            Socket_Singleton(app_id=app_id, secret=secret, strict=False)\n"
+                "        except Exception as err:\n"
+                "            print(err.reason)\n"
+                "print(sorted(name for name in ('hashlib', '_hashlib', 'hmac', 'ssl')\n"
+                "             if name in sys.modules))\n" % os.urandom(4).hex())
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        env = support.app_env({}, {"XDG_CONFIG_HOME": directory, "LOCALAPPDATA": directory})
+        result = subprocess.run([sys.executable, "-S", "-c", code, "notes.txt"], env=env,
+                                capture_output=True, timeout=support.WAIT)
+        self.assertEqual(support.text(result.stdout), "delivered\ndelivered\n[]\n",
                          support.text(result.stderr))
 
 

@@ -1,6 +1,7 @@
 """The secret: client and host prove it to each other and it never crosses the socket; a
-mismatch either way delivers nothing; the comparison is hmac.compare_digest's; secrets
-that are not UTF-8, or cannot be encoded at all; the key is the same in every locale."""
+mismatch either way delivers nothing; the comparison is the constant-time one that
+hmac.compare_digest also uses (_operator._compare_digest); secrets that are not UTF-8, or
+cannot be encoded at all; the key is the same in every locale."""
 
 import codecs
 import os
@@ -149,7 +150,7 @@ class TestSecretComparison(HostTestCase):
             return compare_digest(a, b)
 
         listener = "Socket_Singleton-%d-listener" % app.port
-        with mock.patch("hmac.compare_digest", side_effect=spy):
+        with mock.patch("_operator._compare_digest", side_effect=spy):
             support.send_raw(app.port, _wire.encode_plain(("plain",), secret))
             self.assertEqual(collector.wait(1), [("plain",)])
             self.assertIn((listener, b"s3cret", b"s3cret"), calls)
@@ -159,12 +160,12 @@ class TestSecretComparison(HostTestCase):
             self.assertIn(listener, [name for name, a, b in calls
                                      if len(a) == len(b) == _wire.PROOF_SIZE])
         # The decision is compare_digest's alone: forced to say "equal", a wrong secret passes.
-        with mock.patch("hmac.compare_digest", return_value=True):
+        with mock.patch("_operator._compare_digest", return_value=True):
             support.send_raw(app.port, _wire.encode_plain(("wrong",), "not-the-secret"))
             self.assertEqual(collector.wait(3)[2], ("wrong",))
         # ... and forced to say "different", the right one is refused.
         watcher = LogWatcher(self)
-        with mock.patch("hmac.compare_digest", return_value=False):
+        with mock.patch("_operator._compare_digest", return_value=False):
             support.send_raw(app.port, _wire.encode_plain(("refused",), secret))
             watcher.wait_for("verification failed")
         self.assertEqual(collector.received, [("plain",), ("framed",), ("wrong",)])
