@@ -1,4 +1,5 @@
-"""The launched application: one Socket_Singleton on $BENCH_PORT and nothing else.
+"""The launched application: one Socket_Singleton on $BENCH_PORT (or named $BENCH_APP_ID) and
+nothing else.
 
 Run as ``python _app.py ARG...`` while a benchmark host holds the port, it is the
 turned-away launch whose whole-process time the benchmark measures. It imports only what
@@ -14,5 +15,8 @@ if not sys.modules["Socket_Singleton"].__file__.startswith(os.environ["BENCH_EXP
     sys.stderr.write("imported %s, expected %s\n"
                      % (sys.modules["Socket_Singleton"].__file__, os.environ["BENCH_EXPECT"]))
     sys.exit(97)
-Socket_Singleton(port=int(os.environ["BENCH_PORT"]))
+if os.environ.get("BENCH_APP_ID"):
+    Socket_Singleton(app_id=os.environ["BENCH_APP_ID"])
+else:
+    Socket_Singleton(port=int(os.environ["BENCH_PORT"]))
 sys.exit(98)  # we became the host: the benchmark's host was not there

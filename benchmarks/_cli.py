@@ -15,6 +15,8 @@ from ._report import Report, summary
 FIGURES = {
     "import": (_figures.import_cost, "import cost and modules pulled in"),
     "launch": (_figures.turned_away, "turned-away launch while a host runs"),
+    "launch-id": (_figures.turned_away_named,
+                  "the same, named by an app id here (numbered in 2.0.0)"),
     "cycles": (_figures.cycles, "constructor -> listening, release() -> bindable"),
     "latency": (_figures.latency, "delivery latency next to a bare stdlib server"),
     "concurrency": (_figures.concurrency, "K = 1, 8, 64 concurrent raw senders"),

@@ -12,7 +12,17 @@ import os
 import subprocess
 import time
 
-from ._impl import APP, WAIT, WORKER, BenchmarkError, Servers, alternate, free_port, send_raw
+from ._impl import (
+    APP,
+    WAIT,
+    WORKER,
+    BenchmarkError,
+    Servers,
+    alternate,
+    free_port,
+    neutral_dir,
+    send_raw,
+)
 from ._stats import percentile
 
 MS, US = 1e3, 1e6
@@ -48,32 +58,67 @@ def import_cost(report, impls, cfg):
 
 
 def turned_away(report, impls, cfg):
+    _turned_away(report, impls, cfg, "launch", "turned-away launch, whole process (ms)")
+
+
+def turned_away_named(report, impls, cfg):
+    """This checkout's launch named by an app id (the quick start's), beside 2.0.0's numbered
+    launch: what an application pays for moving to an id. The user's key lives in a directory
+    of the benchmark's own."""
+    keys = os.path.join(neutral_dir(), "keys")
+    os.makedirs(keys, 0o700, exist_ok=True)
+    env = {"BENCH_APP_ID": "org.example.bench.N%s" % os.urandom(4).hex(),
+           "XDG_CONFIG_HOME": keys, "LOCALAPPDATA": keys}
+    _turned_away(report, impls, cfg, "launch_id",
+                 "app-id launch (2.0.0: numbered) (ms)", {
+                     impl.label: env if impl.label == "this checkout" else {}
+                     for impl in impls})
+
+
+def _turned_away(report, impls, cfg, name, title, named=None):
+    """*named*: per implementation, the variables that name its host and launches by app id."""
+    named = named or {impl.label: {} for impl in impls}
     wall, cpu, floor, above = ({impl.label: [] for impl in impls} for _ in range(4))
     failed = {impl.label: 0 for impl in impls}
     keys = {impl.label: [] for impl in impls}
-    with Servers(impls) as hosts:
+    for impl in impls:
+        impl.env.update(named[impl.label])
+    try:
+        with Servers(impls, lambda impl: "host-id" if named[impl.label] else "host") as hosts:
+            _launches(impls, cfg, hosts, wall, cpu, floor, above, failed, keys)
+            delivered = {label: len(host.wait_keys(keys[label]))
+                         for label, host in hosts.items()}
+    finally:
         for impl in impls:
-            impl.run([APP, "warm-up"], {"BENCH_PORT": str(hosts[impl.label].port)})
-        for rep, impl in alternate(impls, cfg["launch_reps"]):
-            env = {"BENCH_PORT": str(hosts[impl.label].port)}
-            key = "away-%d" % rep
-            took, code, err, took_cpu = impl.run([APP, key], env)
-            failed[impl.label] += not _check_launch(impl, code, err)
-            keys[impl.label].append(key)
-            bare, _, _, _ = impl.run(["-c", "import socket, threading"])
-            wall[impl.label].append(took)
-            cpu[impl.label].append(took_cpu)
-            floor[impl.label].append(bare)
-            above[impl.label].append(took - bare)
-        delivered = {label: len(host.wait_keys(keys[label])) for label, host in hosts.items()}
+            for variable in named[impl.label]:
+                del impl.env[variable]
     n = cfg["launch_reps"]
-    report.samples("launch", "turned-away launch, whole process (ms)", wall, MS)
-    report.samples("launch_cpu", "  its CPU time (ms)", cpu, MS)
-    report.samples("launch_floor", '  floor: python -c "import socket, threading"', floor, MS)
-    report.samples("launch_above", "  launch minus floor (ms)", above, MS)
-    report.counts("launch_delivered", "  delivered", {who: (d, n) for who, d in delivered.items()})
-    report.counts("launch_failed", "  exit status not 0",
+    report.samples(name, title, wall, MS)
+    if name == "launch":  # the named launch's floor is the same: one set of these rows is enough
+        report.samples("launch_cpu", "  its CPU time (ms)", cpu, MS)
+        report.samples("launch_floor", '  floor: python -c "import socket, threading"', floor,
+                       MS)
+        report.samples("launch_above", "  launch minus floor (ms)", above, MS)
+    report.counts(name + "_delivered", "  delivered",
+                  {who: (d, n) for who, d in delivered.items()})
+    report.counts(name + "_failed", "  exit status not 0",
                   {who: (f, n) for who, f in failed.items()})
+
+
+def _launches(impls, cfg, hosts, wall, cpu, floor, above, failed, keys):
+    for impl in impls:
+        impl.run([APP, "warm-up"], {"BENCH_PORT": str(hosts[impl.label].port)})
+    for rep, impl in alternate(impls, cfg["launch_reps"]):
+        env = {"BENCH_PORT": str(hosts[impl.label].port)}
+        key = "away-%d" % rep
+        took, code, err, took_cpu = impl.run([APP, key], env)
+        failed[impl.label] += not _check_launch(impl, code, err)
+        keys[impl.label].append(key)
+        bare, _, _, _ = impl.run(["-c", "import socket, threading"])
+        wall[impl.label].append(took)
+        cpu[impl.label].append(took_cpu)
+        floor[impl.label].append(bare)
+        above[impl.label].append(took - bare)
 
 
 def cycles(report, impls, cfg):

@@ -302,10 +302,11 @@ class Servers:
     """Several servers started together and stopped together."""
 
     def __init__(self, impls, kind="host"):
+        """*kind*: the workers' mode, or a function of the implementation that returns it."""
         self.servers = []
         try:
             for impl in impls:
-                self.servers.append(Server(impl, kind))
+                self.servers.append(Server(impl, kind(impl) if callable(kind) else kind))
         except BaseException:
             self.stop()
             raise

@@ -91,6 +91,8 @@ def summary(report):
         lines += [
             ("import cost, this checkout / 2.0.0", _median_ratio(m, "import", ours, base)),
             ("turned-away launch, this checkout / 2.0.0", _median_ratio(m, "launch", ours, base)),
+            ("app-id launch, this checkout / 2.0.0's numbered one",
+             _median_ratio(m, "launch_id", ours, base)),
             ("constructor call, this checkout / 2.0.0",
              _median_ratio(m, "construct_us", ours, base)),
             ("release() call, this checkout / 2.0.0", _median_ratio(m, "release_us", ours, base)),

@@ -1,6 +1,7 @@
 """What the benchmark runs in its subprocesses, one mode per command line:
 
 * ``host PORT``: a Socket_Singleton host whose observer reports each call on stdout;
+* ``host-id PORT``: the same, named by ``$BENCH_APP_ID`` (its port derived; PORT unused);
 * ``bare PORT``: a floor, a bare standard-library server (a thread accepts, reads each
   connection to EOF and calls the same reporting function);
 * ``hop PORT``: the thread-hop floor, the same server handing each message to a second thread
@@ -66,11 +67,12 @@ def ready(port, where, base_kib=0):
     os.write(1, ("READY %d %d %d %s\n" % (os.getpid(), port, base_kib, where)).encode())
 
 
-def host(port):
+def host(port, app_id=None):
     lib = library()
     base = rss_kib()
+    named = {"app_id": app_id} if app_id else {"port": port}
     try:
-        app = lib.Socket_Singleton(port=port, client=False, strict=False)
+        app = lib.Socket_Singleton(**named, client=False, strict=False)
     except lib.MultipleSingletonsError:
         sys.exit(3)  # someone else holds the port: the benchmark picks another
     app.trace(report)  # before READY: 2.0.0 drops what arrives before trace()
@@ -247,6 +249,8 @@ def main(argv):
     mode, port = argv[0], int(argv[1])
     if mode == "host":
         host(port)
+    elif mode == "host-id":  # this checkout only: a host named by BENCH_APP_ID, port derived
+        host(port, os.environ["BENCH_APP_ID"])
     elif mode == "bare":
         bare(port)
     elif mode == "hop":
