@@ -1402,7 +1402,7 @@ IDENTITY_RANDOM = [
     _colliding(TWO_USERS, ("A", "A", "B", "B"), hosts=(("B", 0), ("A", 1)), ends=2),
     _colliding(TWO_APPS, ("A", "B", "A", "B"), hosts=(("B", 0),), ends=2, cuts=1),
 ]
-IDENTITY_RANDOM_SCHEDULES = 40000 if FULL else 8000
+IDENTITY_RANDOM_SCHEDULES = 40000 if FULL else 6000
 
 
 class Impostor(_connection.HostConnection):
@@ -1439,6 +1439,14 @@ class Blind(_handoff.Handoff):
         return _handoff.Keep()
 
 
+class Stubborn(_handoff.Handoff):
+    """Broken on purpose: a launch that ends at the first candidate held by another program,
+    as a launch on a numbered port does, instead of walking on."""
+
+    def _pass(self, outcome, farewell):
+        return _handoff.Finish(outcome, farewell)
+
+
 class TestIdentitiesSimulation(unittest.TestCase):
     def test_every_schedule_keeps_the_invariants_across_identities(self):
         explorer = Explorer()
@@ -1456,6 +1464,13 @@ class TestIdentitiesSimulation(unittest.TestCase):
         # Two hosts of one identity, as the README's race allows, are not only allowed: the
         # random schedules reach them.
         self.assertTrue(raced)
+
+    def test_a_launch_that_does_not_walk_on_is_caught(self):
+        # The application whose first candidate another one holds would not run.
+        config = dict(IDENTITY_EXHAUSTIVE[0], handoff=Stubborn)
+        with self.assertRaisesRegex(SimulationFailure, "identity . has no host at the end; "
+                                    "its launches ended foreign"):
+            Explorer().exhaustive(config)
 
     def test_the_race_ends_with_two_hosts_that_each_take_launches(self):
         # The README's race, step by step: a launch of A is welcomed on candidate 0 by B's
