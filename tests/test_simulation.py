@@ -119,7 +119,7 @@ class Host:
         self.protocol = _connection.HostProtocol(secret, 100 + index, LIMITS, _nonce,
                                                  identity=identity)
         self.pending = pending
-        self.freed = ()  # as its launch's Client.freed when it became the host
+        self.asked = ()  # as its launch's Client.asked when it became the host
         self.listening = True
         self.accepting = not pending
         self.draining = False
@@ -150,10 +150,7 @@ class Client:
                                      urandom=_nonce, extras=_wire.Extras(wait=wait),
                                      identity=identity, ports=ports)
         self.held = None  # the index of the Host it holds aside (pending), if any
-        # The ports that a program (a host of any identity, or another launch's socket held
-        # aside) let go of while this launch walked: where the README's race may start (see
-        # World._became_host).
-        self.freed = ()
+        self.asked = ()  # the candidates it asked for a host of its own since it bound one
         self.endless = False  # its pending read waits for a reply, with no deadline
         self.cancelled = False  # its user pressed Ctrl+C while it waited
         self.action = self.machine.start()
@@ -190,6 +187,7 @@ class World:
         self.hosts = []
         self.conns = []
         self.raced = ()  # pairs of hosts of one identity that the README's race allows
+        self.freed = ()  # the ports a program let go of (with identities only)
         waiting = config.get("wait", ())
         tokens = list(tokens) if tokens is not None else list(range(config["launches"]))
         if "owners" in config:  # launches of several identities: see "identities that collide"
@@ -204,7 +202,9 @@ class World:
         self.connection_class = connection_class
         if "hosts" in config:
             for name, port in config["hosts"]:
-                self._new_host(config["identities"][name][:2], port)
+                identity, secret, ports = config["identities"][name]
+                # as after a walk that found no host of its own on the later candidates
+                self._new_host((identity, secret), port).asked = ports[ports.index(port) + 1:]
         else:
             self._new_host((_wire.NUMBERED,
                             config.get("first_secret", config.get("client_secret"))))
@@ -306,12 +306,10 @@ class World:
                 conn.cut()
 
     def _freed(self, host):
-        """*host* let go of its port: note it for every other launch still walking (only
-        where there are candidates to walk, so that numbered worlds keep their states)."""
-        for client in self.clients:
-            if (not client.done and client.held != host.index and client.machine._walk
-                    and host.port not in client.freed):
-                client.freed = tuple(sorted((*client.freed, host.port)))
+        """*host* let go of its port (noted only with identities, so that numbered worlds keep
+        their states)."""
+        if "owners" in self.config and host.port not in self.freed:
+            self.freed = tuple(sorted((*self.freed, host.port)))
 
     def _close_port(self, host):
         if host.listening:
@@ -373,9 +371,11 @@ class World:
                     self._became_host(client, host)
                     return
                 client.held = host.index
+                client.asked = ()
                 client.action = machine.bound()
                 return  # others may bind or let go of ports before it asks the next one
             if isinstance(action, _handoff.Test):
+                client.asked = (*client.asked, action.port)
                 held = self.holder(action.port) is not None
                 client.action = machine.held() if held else machine.free()
                 if held:
@@ -442,25 +442,32 @@ class World:
 
     def _became_host(self, client, host):
         """The launch is the host. Two hosts of one identity at once are allowed only as the
-        README's "Choosing an identity" says (Limits): two launches bound two different
-        candidates just after the program on the earlier one quit. So the launch that became
-        the host on the later of the two candidates was still walking when a program let go
-        of the earlier one. (The simulation bounds no step's duration, so "just after" is
-        "while it walked".) A pair so allowed may both take launches (``raced``)."""
+        README's "Choosing an identity" says: a host runs on a later candidate because an
+        earlier one was held; the program there quits; a launch binds that earlier candidate
+        and asks the later ones (How a launch finds its host), and the host there does not
+        answer in time (Limits: it is itself still walking, or the wait ran out; the
+        simulation bounds no wait but the deadline). So the earlier candidate was let go of,
+        and the host on it asked the later one after binding. A pair so allowed may both
+        take launches (``raced``) until one goes away."""
         client.became_host = True
-        host.freed = tuple(list(client.freed))  # its own, as Host.owner
+        host.asked = tuple(list(client.asked))  # its own, as Host.owner
         ports = client.machine._ports
         for other in self.hosts:
             if (other is host or other.owner != host.owner or other.crashed or other.pending
                     or not other.listening or other.protocol.releasing):
                 continue
             earlier, later = sorted((host, other), key=lambda h: ports.index(h.port))
-            if earlier.port not in later.freed:
+            why = ""
+            if earlier.port not in self.freed:
+                why = "no program let go of port %d" % earlier.port
+            elif later.port not in earlier.asked:
+                why = "host %d kept port %d without asking port %d" % (
+                    earlier.index, earlier.port, later.port)
+            if why:
                 raise SimulationFailure(
                     "%s became a second host of its identity (hosts %d and %d, ports %d and "
-                    "%d), though no other program let go of port %d while it walked"
-                    % (client.name, other.index, host.index, other.port, host.port,
-                       earlier.port))
+                    "%d), though %s" % (client.name, other.index, host.index, other.port,
+                                        host.port, why))
             self.raced = tuple(sorted((*self.raced, (other.index, host.index))))
 
     def _check_secret_kept(self, client, data):
@@ -706,7 +713,7 @@ def _rank(client, world):
     identity, secret = client.owner
     return (identity.app_id, identity.tag, secret or "", machine.port,
             -1 if client.held is None else client.held,
-            client.freed, client.became_host, outcome.reason if outcome else "",
+            client.asked, client.became_host, outcome.reason if outcome else "",
             outcome.detail if outcome else "", machine._phase.name, machine._attempts,
             machine._delay, machine._silent, machine._sent,
             machine._last.name if machine._last else "",
@@ -1361,9 +1368,9 @@ class TestCandidateWalk(unittest.TestCase):
 # socket held aside), every schedule is checked for:
 #
 # * two hosts of one identity at once only as the README's "Choosing an identity" allows (see
-#   World._became_host): the launch that became the host on the later candidate was still
-#   walking when the program on the earlier one let go of it. Only such a pair may both take
-#   launches, until one goes away;
+#   World._became_host): a program let go of the earlier candidate of the two, and the host
+#   on it asked the later one after binding, and found no host of its own there in time. Only
+#   such a pair may both take launches, until one goes away;
 # * with no host going away, each identity that launched has its host at the end (two
 #   identities that collide both run), unless all of its launches ran out of time.
 
@@ -1485,12 +1492,13 @@ class TestIdentitiesSimulation(unittest.TestCase):
         world.client_read(first)  # its hello
         world.do(("recv", world.conns.index(first.conn)))  # B's welcome
         world.do(("release", 0))
-        self.assertEqual(first.freed, (0,))
+        self.assertEqual(world.freed, (0,))
         world.client_step(second)  # binds 0
         self.assertIsInstance(second.action, _handoff.Test)
         world.client_step(second)  # candidate 1 is free
         self.assertIsInstance(second.action, _handoff.Keep)
         world.client_step(second)  # keeps 0
+        self.assertEqual(world.hosts[1].asked, (1,))
         world.client_read(first)  # B's welcome: it binds 1
         self.assertEqual((first.machine.port, first.held), (1, 2))
         world.client_step(first)  # keeps 1
