@@ -522,6 +522,9 @@ class Handoff:
         self._index += 1
         if self._index == len(self._ports):
             count = len(self._ports)
+            if self._sent:  # a host of ours took the launch, then went away unanswered
+                return Finish(_unconfirmed("no host of %s answers on its candidate ports now"
+                                           % _describe(self._identity), None))
             if not self._take:
                 return Finish(Outcome(Reason.NOT_RUNNING, "no host of %s answers on any of "
                                       "its %d candidate ports" % (_describe(self._identity),

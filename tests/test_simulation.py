@@ -24,6 +24,10 @@ random schedules). Every schedule is checked for:
   (``queued``) when its answer arrived;
 * no argument or secret byte is sent to a host that did not prove it knows the secret;
 * nothing is taken or delivered by a host after its release() returned.
+
+Launches and hosts of two identities (two applications, or one application for two users)
+whose candidate ports collide run in the same world; see "identities that collide" below for
+what is checked there besides.
 """
 
 import errno
@@ -98,14 +102,26 @@ class Item:
 
 
 class Host:
-    def __init__(self, index, secret, threshold, connection_class):
+    """A host, or (*pending*) a launch that bound a candidate port and holds its listening
+    socket aside while it asks the other candidates (``Take(check=True)``): its port is held
+    and connections wait in its backlog, but nobody answers them until ``Keep``."""
+
+    def __init__(self, index, owner, threshold, connection_class, port=0, pending=False):
+        identity, secret = owner
         self.index = index
+        # (identity, secret): whose launches it may take. A tuple of its own: one shared
+        # with a launch would pickle differently from an equal one that is not.
+        self.owner = (identity, secret)
+        self.port = port
         self.secret = secret
         self.threshold = threshold
         self.connection_class = connection_class
-        self.protocol = _connection.HostProtocol(secret, 100 + index, LIMITS, _nonce)
+        self.protocol = _connection.HostProtocol(secret, 100 + index, LIMITS, _nonce,
+                                                 identity=identity)
+        self.pending = pending
+        self.asked = ()  # as its launch's Client.asked when it became the host
         self.listening = True
-        self.accepting = True
+        self.accepting = not pending
         self.draining = False
         self.released = False
         self.crashed = False
@@ -121,15 +137,20 @@ class Client:
     place in World.clients is its name in a schedule), so renaming the tokens and reordering
     World.clients turns a state into an equivalent one (see ``canonical``)."""
 
-    def __init__(self, index, secret, wait=False):
+    def __init__(self, index, secret, wait=False, identity=_wire.NUMBERED, ports=(0,),
+                 handoff_class=_handoff.Handoff):
         assert index < 10  # one digit: renaming keeps the pickle's lengths
         token = "arg#%d" % index
         self.args = (token,)
         self.secret = secret
+        self.owner = (identity, secret)  # the hosts it may be handed to: see Host.owner
         self.launch_id = token.encode().ljust(_wire.ID_SIZE, b".")
         self.wait = wait  # it waits for its reply (protocol 3)
-        self.machine = _handoff.Handoff(self.args, secret, TIMEOUT, 0.0, self.launch_id,
-                                         urandom=_nonce, extras=_wire.Extras(wait=wait))
+        self.machine = handoff_class(self.args, secret, TIMEOUT, 0.0, self.launch_id,
+                                     urandom=_nonce, extras=_wire.Extras(wait=wait),
+                                     identity=identity, ports=ports)
+        self.held = None  # the index of the Host it holds aside (pending), if any
+        self.asked = ()  # the candidates it asked for a host of its own since it bound one
         self.endless = False  # its pending read waits for a reply, with no deadline
         self.cancelled = False  # its user pressed Ctrl+C while it waited
         self.action = self.machine.start()
@@ -165,25 +186,42 @@ class World:
         self.cuts_left = config.get("cuts", 0)
         self.hosts = []
         self.conns = []
+        self.raced = ()  # pairs of hosts of one identity that the README's race allows
+        self.freed = ()  # the ports a program let go of (with identities only)
         waiting = config.get("wait", ())
         tokens = list(tokens) if tokens is not None else list(range(config["launches"]))
-        self.clients = [Client(token, config.get("client_secret"), place in waiting)
-                        for place, token in enumerate(tokens)]
+        if "owners" in config:  # launches of several identities: see "identities that collide"
+            kinds = [config["identities"][name] for name in config["owners"]]
+        else:
+            kinds = [(_wire.NUMBERED, config.get("client_secret"), (0,))] * len(tokens)
+        handoff_class = config.get("handoff", _handoff.Handoff)  # a broken one, in a test
+        self.clients = [Client(token, secret, place in waiting, identity, ports, handoff_class)
+                        for place, (token, (identity, secret, ports))
+                        in enumerate(zip(tokens, kinds))]
         self.cancels_left = config.get("cancels", 0)
         self.connection_class = connection_class
-        self._new_host(config.get("first_secret", config.get("client_secret")))
+        if "hosts" in config:
+            for name, port in config["hosts"]:
+                identity, secret, ports = config["identities"][name]
+                # as after a walk that found no host of its own on the later candidates
+                self._new_host((identity, secret), port).asked = ports[ports.index(port) + 1:]
+        else:
+            self._new_host((_wire.NUMBERED,
+                            config.get("first_secret", config.get("client_secret"))))
 
     # -- hosts -----------------------------------------------------------------------------
 
-    def _new_host(self, secret):
+    def _new_host(self, owner, port=0, pending=False):
         index = len(self.hosts)
         thresholds = self.config.get("thresholds", ())
         threshold = thresholds[index] if index < len(thresholds) else 0
-        self.hosts.append(Host(index, secret, threshold, self.connection_class))
+        host = Host(index, owner, threshold, self.connection_class, port, pending)
+        self.hosts.append(host)
+        return host
 
-    def holder(self):
+    def holder(self, port=0):
         for host in self.hosts:
-            if host.listening:
+            if host.listening and host.port == port:
                 return host
         return None
 
@@ -209,10 +247,16 @@ class World:
             raise SimulationFailure("host %d took a launch after its release() returned"
                                     % host.index)
         for other in self.hosts:
-            if other is not host and not other.crashed and not other.protocol.releasing:
+            if (other is not host and other.owner == host.owner and not other.crashed
+                    and not other.pending and not other.protocol.releasing
+                    and (min(host.index, other.index), max(host.index, other.index))
+                    not in self.raced):
                 raise SimulationFailure("hosts %d and %d both take launches"
                                         % (other.index, host.index))
         client = conn.client
+        if client.owner != host.owner:
+            raise SimulationFailure("%s was taken by host %d, of another identity"
+                                    % (client.name, host.index))
         if launch._id != client.launch_id or tuple(launch) != client.args:
             raise SimulationFailure("a launch arrived altered")
         host.clients += 1
@@ -261,10 +305,17 @@ class World:
             if conn.host is host:
                 conn.cut()
 
+    def _freed(self, host):
+        """*host* let go of its port (noted only with identities, so that numbered worlds keep
+        their states)."""
+        if "owners" in self.config and host.port not in self.freed:
+            self.freed = tuple(sorted((*self.freed, host.port)))
+
     def _close_port(self, host):
         if host.listening:
             host.listening = False
             host.accepting = False
+            self._freed(host)
             for conn in self.conns:  # the backlog is refused when the port goes
                 if conn.host is None and conn.backlog_of is host:
                     conn.cut()
@@ -304,21 +355,53 @@ class World:
         machine = client.machine
         while True:
             action = client.action
-            if not isinstance(action, (_handoff.Exchange, _handoff.Verified)) and client.conn:
+            if not isinstance(action, (_handoff.Exchange, _handoff.Verified, _handoff.Yield)) \
+                    and client.conn:
                 conn = client.conn
                 if isinstance(action, _handoff.Finish) and action.farewell and not conn.broken:
                     self._client_send(client, action.farewell)
                 conn.client_closed = True
                 client.conn = None
             if isinstance(action, _handoff.Take):
-                if self.holder() is None:
-                    client.became_host = True
-                    self._new_host(client.secret)
+                if self.holder(action.port) is not None:
+                    client.action = machine.held()
+                    continue
+                host = self._new_host(client.owner, action.port, pending=action.check)
+                if not action.check:
+                    self._became_host(client, host)
                     return
-                client.action = machine.held()
+                client.held = host.index
+                client.asked = ()
+                client.action = machine.bound()
+                return  # others may bind or let go of ports before it asks the next one
+            if isinstance(action, _handoff.Test):
+                client.asked = (*client.asked, action.port)
+                held = self.holder(action.port) is not None
+                client.action = machine.held() if held else machine.free()
+                if held:
+                    continue  # it connects at once
+                return
+            if isinstance(action, _handoff.Keep):
+                host = self.hosts[client.held]
+                client.held = None
+                host.pending = False
+                host.accepting = True
+                for conn in self.conns:  # the host accepts what waited in its backlog
+                    if conn.backlog_of is host and conn.host is None and not conn.broken:
+                        conn.host = host
+                        conn.machine = self.connection_class(host.protocol)
+                        conn.machine.opened()
+                self._became_host(client, host)
+                return
+            if isinstance(action, _handoff.Yield):
+                # Closing the socket held aside resets its backlog, as a crash does; it
+                # never took a launch.
+                self.crash(self.hosts[client.held])
+                client.held = None
+                client.action = machine.launch(1000, "/")
                 continue
             if isinstance(action, _handoff.Connect):
-                host = self.holder()
+                host = self.holder(action.port)
                 if host is None:
                     client.action = machine.refused(self.clock)
                     continue
@@ -354,16 +437,46 @@ class World:
     def _client_send(self, client, data):
         conn = client.conn
         conn.to_host.append(data)
-        if conn.backlog_of.secret != client.secret:
+        if conn.backlog_of.owner != client.owner or conn.backlog_of.pending:
             self._check_secret_kept(client, data)
+
+    def _became_host(self, client, host):
+        """The launch is the host. Two hosts of one identity at once are allowed only as the
+        README's "Choosing an identity" says: a host runs on a later candidate because an
+        earlier one was held; the program there quits; a launch binds that earlier candidate
+        and asks the later ones (How a launch finds its host), and the host there does not
+        answer in time (Limits: it is itself still walking, or the wait ran out; the
+        simulation bounds no wait but the deadline). So the earlier candidate was let go of,
+        and the host on it asked the later one after binding. A pair so allowed may both
+        take launches (``raced``) until one goes away."""
+        client.became_host = True
+        host.asked = tuple(list(client.asked))  # its own, as Host.owner
+        ports = client.machine._ports
+        for other in self.hosts:
+            if (other is host or other.owner != host.owner or other.crashed or other.pending
+                    or not other.listening or other.protocol.releasing):
+                continue
+            earlier, later = sorted((host, other), key=lambda h: ports.index(h.port))
+            why = ""
+            if earlier.port not in self.freed:
+                why = "no program let go of port %d" % earlier.port
+            elif later.port not in earlier.asked:
+                why = "host %d kept port %d without asking port %d" % (
+                    earlier.index, earlier.port, later.port)
+            if why:
+                raise SimulationFailure(
+                    "%s became a second host of its identity (hosts %d and %d, ports %d and "
+                    "%d), though %s" % (client.name, other.index, host.index, other.port,
+                                        host.port, why))
+            self.raced = tuple(sorted((*self.raced, (other.index, host.index))))
 
     def _check_secret_kept(self, client, data):
         # Each send whole: the arguments travel in one frame, and the secret never does.
         for secret_byte_run in ([a.encode() for a in client.args]
                                 + ([client.secret.encode()] if client.secret else [])):
             if secret_byte_run in data:
-                raise SimulationFailure("%s sent %r to a host that did not prove itself"
-                                        % (client.name, secret_byte_run))
+                raise SimulationFailure("%s sent %r to a program that is not a host of its "
+                                        "identity and secret" % (client.name, secret_byte_run))
 
     def client_read(self, client):
         conn = client.conn
@@ -453,7 +566,7 @@ class World:
                 out.append(("notice", host.index))
             if host.draining and host.listening:
                 out.append(("close-port", host.index))
-            if clients_running and self.ends_left and not host.released:
+            if clients_running and self.ends_left and not host.released and not host.pending:
                 for kind in self.config["end_kinds"]:
                     out.append((kind, host.index))
         if clients_running and all(step[0] in _DISRUPTIONS for step in out) and any(
@@ -567,6 +680,23 @@ class World:
             if count and not maybe:
                 raise SimulationFailure("%s was delivered but ended %s: %s"
                                         % (client.name, reason, client.outcome.detail))
+        if "owners" in self.config and not self.config.get("ends"):
+            self._check_each_identity_runs()
+
+    def _check_each_identity_runs(self):
+        """With no host going away, each identity that launched has its host at the end,
+        whoever holds the other candidates; unless all its launches ran out of time (the
+        scheduler may make any wait last until the deadline)."""
+        for name in sorted(set(self.config["owners"])):
+            owner = self.config["identities"][name][:2]
+            if any(host.owner == owner and host.listening and not host.pending
+                   for host in self.hosts):
+                continue
+            ends = [client.outcome.reason if client.outcome else "host"
+                    for client in self.clients if client.owner == owner]
+            if any(reason != Reason.NO_ANSWER for reason in ends):
+                raise SimulationFailure("identity %s has no host at the end; its launches "
+                                        "ended %s" % (name, ", ".join(ends)))
 
 
 _DISRUPTIONS = ("cancel", "release", "crash", "cut")  # may happen; nothing waits for them
@@ -577,10 +707,13 @@ def _reset_error():
 
 
 def _rank(client, world):
-    """A launch's situation, without its identity: launches are put in this order."""
+    """A launch's situation, without its name (its token): launches are put in this order."""
     machine = client.machine
     outcome = client.outcome
-    return (client.became_host, outcome.reason if outcome else "",
+    identity, secret = client.owner
+    return (identity.app_id, identity.tag, secret or "", machine.port,
+            -1 if client.held is None else client.held,
+            client.asked, client.became_host, outcome.reason if outcome else "",
             outcome.detail if outcome else "", machine._phase.name, machine._attempts,
             machine._delay, machine._silent, machine._sent,
             machine._last.name if machine._last else "",
@@ -671,6 +804,8 @@ def clone(world):
     for client in world.clients:
         copy = clients[id(client)] = _copy(client)
         copy.machine = _copy(client.machine)
+        if client.machine._checking is not None:
+            copy.machine._checking = list(client.machine._checking)
         copy.delivered_by = list(client.delivered_by)
     new.clients = [clients[id(client)] for client in world.clients]
     items = {}
@@ -786,7 +921,7 @@ class Explorer:
                 self.schedules += 1
                 self.random_schedules += 1
                 self.states.add(_digest(canonical(world)))
-                return
+                return world
             world.do(steps[rng.randrange(len(steps))])
         raise SimulationFailure("schedule %d did not end" % seed)
 
@@ -918,6 +1053,49 @@ class TestHandoffMachine(unittest.TestCase):
                           "within 1 s; it may still deliver it", 7))
 
 
+class TestWalkAfterALostAnswer(unittest.TestCase):
+    def test_a_launch_whose_host_died_with_it_is_not_called_foreign(self):
+        # Found by the identities simulation: a launch bound candidate 5, found its host on
+        # candidate 6 and handed the arguments over; the host delivered them and died before
+        # its acknowledgement left. Asking again, the launch found another user's host on 6
+        # and was told "foreign: all candidate ports are held by other programs", which says
+        # the arguments went nowhere, though they may have been delivered.
+        identity, secret = EDITOR
+        machine = _handoff.Handoff(("x",), secret, 1.0, 0.0, b"i" * _wire.ID_SIZE,
+                                   identity=identity, ports=(5, 6), urandom=_nonce)
+        action = machine.start()
+        self.assertEqual((type(action), action.port, action.check), (_handoff.Take, 5, True))
+        self.assertIsInstance(machine.bound(), _handoff.Test)
+        self.assertEqual(machine.held().port, 6)
+        self.assertIsInstance(machine.connected(), _handoff.Exchange)
+        machine.received(_wire.BANNER, 0.1)
+        self.assertIsInstance(machine.frame(*_welcome(EDITOR), now=0.2), _handoff.Yield)
+        self.assertIsInstance(machine.launch(1, "/"), _handoff.Exchange)
+        self.assertIsInstance(machine.closed(0.3), _handoff.Sleep)  # the host died
+        action = machine.woke(0.4)
+        for _ in range(4):  # every candidate, now held by the other user's hosts
+            if isinstance(action, _handoff.Finish):
+                break
+            self.assertIsInstance(action, _handoff.Take)
+            self.assertIsInstance(machine.held(), _handoff.Connect)
+            machine.connected()
+            machine.received(_wire.BANNER, 0.5)
+            action = machine.frame(*_welcome(THEIR_EDITOR), now=0.6)
+        outcome = action.outcome
+        self.assertEqual((outcome.reason, outcome.unconfirmed), (Reason.NO_ANSWER, True))
+        self.assertIn("may have been delivered", outcome.detail)
+
+
+def _welcome(owner):
+    """A welcome (kind, payload) from a host of *owner*, proving its key."""
+    identity, secret = owner
+    nonce = _nonce(_wire.NONCE_SIZE)
+    proof = _wire.proof(secret, b"host", nonce, nonce)
+    kind, payload, _ = _wire.split_frame(_wire.encode_welcome3(7, 1024, nonce, proof, identity),
+                                         1 << 16)
+    return kind, payload
+
+
 class TestSendOnly(unittest.TestCase):
     def test_a_host_that_vanished_with_the_launch_does_not_make_it_not_sent(self):
         # socket-singleton send (take=False): the host read the launch, then died before its
@@ -979,8 +1157,8 @@ class TestSimulation(unittest.TestCase):
         # order of World.clients only names the steps. Launches named the other way round
         # (the first launch has the last token), run by the same schedules, reach states
         # with the same keys and offer the same steps; and the exact key does not depend on
-        # the order of World.clients.
-        for config in RANDOM:
+        # the order of World.clients. Also with launches of two identities.
+        for config in RANDOM + IDENTITY_RANDOM:
             for seed in range(8):
                 rng = random.Random(seed)
                 world = World(config)
@@ -1007,7 +1185,7 @@ class TestSimulation(unittest.TestCase):
     def test_a_clone_is_a_copy(self):
         # What the exhaustive search relies on: a clone pickles as the world does (the same
         # values, the same objects shared), and a step on it leaves the world as it was.
-        for config in RANDOM + EXHAUSTIVE:
+        for config in RANDOM + EXHAUSTIVE + IDENTITY_RANDOM + IDENTITY_EXHAUSTIVE:
             for seed in range(10):
                 rng = random.Random(seed)
                 world = World(config)
@@ -1178,6 +1356,177 @@ class TestCandidateWalk(unittest.TestCase):
                 else:
                     self.assertEqual(end, (Reason.FOREIGN, 2))
                     self.assertEqual(world.launched, [])
+
+
+# -- identities that collide on their candidate ports -------------------------------------------
+#
+# World runs launches and hosts of several identities when its config names them: each launch
+# walks its identity's candidate ports (Take(check=True), Test, Keep, Yield) and each host
+# announces its identity, on a port of its own. Beyond the invariants above (checked across
+# identities: a host takes only launches of its own identity and secret, and no byte of a
+# launch's arguments or secret goes to anything else, another identity's host or a launch's
+# socket held aside), every schedule is checked for:
+#
+# * two hosts of one identity at once only as the README's "Choosing an identity" allows (see
+#   World._became_host): a program let go of the earlier candidate of the two, and the host
+#   on it asked the later one after binding, and found no host of its own there in time. Only
+#   such a pair may both take launches, until one goes away;
+# * with no host going away, each identity that launched has its host at the end (two
+#   identities that collide both run), unless all of its launches ran out of time.
+
+EDITOR = (_wire.Identity("org.example.Editor", "user", b"mine-tag"), "my key")
+VIEWER = (_wire.Identity("org.example.Viewer", "user", b"mine-tag"), "my key")  # one user's key
+THEIR_EDITOR = (_wire.Identity("org.example.Editor", "user", b"their-tg"), "their key")
+TWO_APPS = {"A": (*EDITOR, (0, 1)), "B": (*VIEWER, (0, 1))}  # the same candidates
+TWO_USERS = {"A": (*EDITOR, (0, 1)), "B": (*THEIR_EDITOR, (1, 0))}  # crossed
+
+
+def _colliding(identities, owners, hosts=(), ends=0, **more):
+    """A config: a launch of each identity named in *owners*, hosts (identity, port) already
+    running, and *ends* hosts that release or crash at any step."""
+    config = {"identities": identities, "owners": owners, "launches": len(owners),
+              "hosts": hosts, "ends": ends, "end_kinds": ("release", "crash") if ends else ()}
+    config.update(more)
+    return config
+
+
+# Exhaustive: three launches of two identities on a free machine; two launches meeting B's
+# host on A's first candidate, which releases or crashes at any step. Three launches with that
+# host take minutes: only with the full budget.
+IDENTITY_EXHAUSTIVE = [
+    _colliding(TWO_APPS, ("A", "A", "B")),
+    _colliding(TWO_USERS, ("A", "A", "B")),
+    _colliding(TWO_APPS, ("A", "A"), hosts=(("B", 0),), ends=1),
+    _colliding(TWO_APPS, ("A", "B"), hosts=(("B", 0),), ends=1),
+    _colliding(TWO_USERS, ("A", "B"), hosts=(("B", 0),), ends=1),
+]
+IDENTITY_EXHAUSTIVE_FULL = [
+    _colliding(TWO_APPS, ("A", "A", "B"), hosts=(("B", 0),), ends=1),
+]
+IDENTITY_RANDOM = [
+    _colliding(TWO_USERS, ("A", "B", "A", "B")),
+    _colliding(TWO_APPS, ("A", "A", "B"), hosts=(("B", 0),), ends=1),
+    _colliding(TWO_USERS, ("A", "A", "B", "B"), hosts=(("B", 0), ("A", 1)), ends=2),
+    _colliding(TWO_APPS, ("A", "B", "A", "B"), hosts=(("B", 0),), ends=2, cuts=1),
+]
+IDENTITY_RANDOM_SCHEDULES = 40000 if FULL else 6000
+
+
+class Impostor(_connection.HostConnection):
+    """Broken on purpose: a host that welcomes a launch as a host of whatever application and
+    user the launch names."""
+
+    def _on_frame(self, out, kind, payload):
+        host = self._host
+        own = host.identity
+        if self.state is _connection.HELLO and kind == _wire.HELLO:
+            host.identity = _wire.decode_hello(payload)[1] or own
+        try:
+            super()._on_frame(out, kind, payload)
+        finally:
+            host.identity = own
+
+
+class Trusting(_handoff.Handoff):
+    """Broken on purpose: a launch that does not compare the host's identity with its own."""
+
+    def _welcomed(self, kind, payload, now):
+        own, self._identity = self._identity, _wire.NUMBERED
+        try:
+            return super()._welcomed(kind, payload, now)
+        finally:
+            self._identity = own
+
+
+class Blind(_handoff.Handoff):
+    """Broken on purpose: a launch that binds a candidate keeps it without asking the later
+    candidates for a host of its own."""
+
+    def bound(self):
+        return _handoff.Keep()
+
+
+class Stubborn(_handoff.Handoff):
+    """Broken on purpose: a launch that ends at the first candidate held by another program,
+    as a launch on a numbered port does, instead of walking on."""
+
+    def _pass(self, outcome, farewell):
+        return _handoff.Finish(outcome, farewell)
+
+
+class TestIdentitiesSimulation(unittest.TestCase):
+    def test_every_schedule_keeps_the_invariants_across_identities(self):
+        explorer = Explorer()
+        for config in IDENTITY_EXHAUSTIVE + (IDENTITY_EXHAUSTIVE_FULL if FULL else []):
+            explorer.exhaustive(config)
+        self.assertGreater(len(explorer.states), 300000 if FULL else 9000)
+        per_config = -(-IDENTITY_RANDOM_SCHEDULES // len(IDENTITY_RANDOM))
+        raced = set()
+        for n, config in enumerate(IDENTITY_RANDOM):
+            for seed in range(per_config):
+                world = explorer.random(config, n * 1000003 + seed)
+                if world.raced:
+                    raced.add(n)
+        self.assertEqual(explorer.random_schedules, per_config * len(IDENTITY_RANDOM))
+        # Two hosts of one identity, as the README's race allows, are not only allowed: the
+        # random schedules reach them.
+        self.assertTrue(raced)
+
+    def test_a_launch_that_does_not_walk_on_is_caught(self):
+        # The application whose first candidate another one holds would not run.
+        config = dict(IDENTITY_EXHAUSTIVE[0], handoff=Stubborn)
+        with self.assertRaisesRegex(SimulationFailure, "identity . has no host at the end; "
+                                    "its launches ended foreign"):
+            Explorer().exhaustive(config)
+
+    def test_the_race_ends_with_two_hosts_that_each_take_launches(self):
+        # The README's race, step by step: a launch of A is welcomed on candidate 0 by B's
+        # host, which then releases; another launch of A binds 0, finds candidate 1 free and
+        # keeps 0; the first reads its welcome, passes 0 over, binds 1 and keeps it (it asks
+        # only later candidates). Both are hosts of A; a third launch of A is delivered by
+        # the host on 0, its first candidate.
+        world = World(_colliding(TWO_APPS, ("A", "A", "A"), hosts=(("B", 0),), ends=1))
+        first, second, third = world.clients
+        world.client_step(first)  # candidate 0 is held: it connects and sends its preamble
+        world.do(("recv", world.conns.index(first.conn)))  # the banner
+        world.client_read(first)  # its hello
+        world.do(("recv", world.conns.index(first.conn)))  # B's welcome
+        world.do(("release", 0))
+        self.assertEqual(world.freed, (0,))
+        world.client_step(second)  # binds 0
+        self.assertIsInstance(second.action, _handoff.Test)
+        world.client_step(second)  # candidate 1 is free
+        self.assertIsInstance(second.action, _handoff.Keep)
+        world.client_step(second)  # keeps 0
+        self.assertEqual(world.hosts[1].asked, (1,))
+        world.client_read(first)  # B's welcome: it binds 1
+        self.assertEqual((first.machine.port, first.held), (1, 2))
+        world.client_step(first)  # keeps 1
+        self.assertTrue(second.became_host and first.became_host)
+        self.assertEqual(world.raced, ((1, 2),))
+        while world.steps():
+            world.do(world.steps()[0])
+        self.assertEqual(third.delivered_by, [1])
+        world.check_end()
+
+    def test_a_host_that_welcomes_any_identity_is_caught(self):
+        with self.assertRaisesRegex(SimulationFailure, "sent b'arg#.' to a program that is "
+                                    "not a host of its identity"):
+            Explorer(Impostor).exhaustive(IDENTITY_EXHAUSTIVE[2])
+
+    def test_a_launch_that_trusts_any_identity_is_caught(self):
+        config = dict(IDENTITY_EXHAUSTIVE[2], handoff=Trusting)
+        with self.assertRaisesRegex(SimulationFailure, "sent b'arg#.' to a program that is "
+                                    "not a host of its identity"):
+            Explorer().exhaustive(config)
+
+    def test_a_launch_that_keeps_its_port_without_asking_is_caught(self):
+        config = dict(IDENTITY_EXHAUSTIVE[2], handoff=Blind)
+        with self.assertRaisesRegex(SimulationFailure, "became a second host of its identity")\
+                as caught:
+            Explorer().exhaustive(config)
+        with self.assertRaisesRegex(SimulationFailure, "became a second host"):
+            replay(config, caught.exception.schedule)
 
 
 if __name__ == "__main__":
