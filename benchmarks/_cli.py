@@ -20,7 +20,7 @@ FIGURES = {
     "cycles": (_figures.cycles, "constructor -> listening, release() -> bindable"),
     "latency": (_figures.latency, "delivery latency next to a bare stdlib server"),
     "concurrency": (_figures.concurrency, "K = 1, 8, 64 concurrent raw senders"),
-    "simultaneous": (_figures.simultaneous, "N = 25, 100 simultaneous launches"),
+    "simultaneous": (_figures.simultaneous, "N = 25, 100, 400 simultaneous launches"),
     "big": (_figures.big_argv, "a 1 MiB argument list"),
     "idle": (_figures.idle, "an idle host"),
 }

@@ -237,7 +237,7 @@ def concurrency(report, impls, cfg):
 
 def simultaneous(report, impls, cfg):
     with Servers(impls) as hosts:
-        for n in (25, 100):
+        for n in (25, 100, 400):
             last = {impl.label: [] for impl in impls}
             delivered = {impl.label: 0 for impl in impls}
             failed = {impl.label: 0 for impl in impls}

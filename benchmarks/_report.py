@@ -112,11 +112,13 @@ def summary(report):
         ("K=8, K=64: connects stalled over 0.5 s", _counts(m, ("stalled8", "stalled64"), ours)),
         ("K=8, K=64: messages lost", _counts(m, ("lost8", "lost64"), ours)),
         ("release() return -> bindable: failures", _counts(m, ("bind_failures",), ours)),
-        ("100 simultaneous launches: delivered", _counts(m, ("delivered100",), ours)),
+        ("100 and 400 simultaneous launches: delivered",
+         _counts(m, ("delivered100", "delivered400"), ours)),
     ]
     if base is not None:
-        lines.append(("100 simultaneous launches: last delivery, this checkout / 2.0.0",
-                      _median_ratio(m, "last100", ours, base)))
+        for n in (100, 400):
+            lines.append(("%d simultaneous launches: last delivery, this checkout / 2.0.0" % n,
+                          _median_ratio(m, "last%d" % n, ours, base)))
     if "idle_added" in m:
         lines.append(("idle host: RSS it added (MiB), median",
                       "%.2f" % median(m["idle_added"][ours])))
