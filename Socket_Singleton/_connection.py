@@ -215,6 +215,8 @@ class HostConnection:
         elif self.state == AWAIT_REPLY:
             self._stopped_waiting()
             out.append(Log("stopped waiting for its reply", warn=False))
+        elif self.state in (DECIDING, WAITING):  # before its acknowledgement: Ctrl+C, killed
+            self._stopped_waiting()
         # a client that gave up waiting: its launch stays queued
         self._end(out)
         return out
@@ -453,8 +455,12 @@ class HostConnection:
         return True
 
     def _stopped_waiting(self) -> None:
-        if self.state == AWAIT_REPLY and self._launch is not None:
-            self._launch._cancel()
+        """The peer left before it had its answer: a launch that waits for a reply and has
+        none yet is cancelled (whether or not it had its acknowledgement)."""
+        launch = self._launch
+        if (self.state in (DECIDING, WAITING, AWAIT_REPLY) and launch is not None
+                and launch._wait and launch._reply_made() is None):
+            launch._cancel()
 
     def _drop(self, out: List[Effect], message: str, *args: object) -> List[Effect]:
         out.append(Log(message, args))

@@ -37,13 +37,16 @@ if TYPE_CHECKING:  # typing costs a host about 1.5 MiB: the type checker alone r
 _gcc_s: object = None
 
 
-def prepare_for_exhaustion(verbose: bool) -> None:
-    """Load now what the host's failure paths would otherwise load when they run, possibly out
-    of file descriptors: logging, when a record could be shown (see ``_log.prepare``), and
-    (CPython 3.7 and 3.8 on glibc) libgcc_s, which those versions' threads need when they end;
-    glibc aborts the process if it cannot load it then."""
+def prepare_for_exhaustion(verbose: bool, secret: bool) -> None:
+    """Load now what the host would otherwise load when it runs, possibly out of file
+    descriptors: logging, when a record could be shown (see ``_log.prepare``); SHA-256 for a
+    host with a *secret* (an extension module on POSIX builds); and (CPython 3.7 and 3.8 on
+    glibc) libgcc_s, which those versions' threads need when they end; glibc aborts the process
+    if it cannot load it then."""
     global _gcc_s
     _log.prepare(verbose)
+    if secret:
+        _wire.sha256(b"")
     if _gcc_s is None and sys.version_info < (3, 9) and sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -106,7 +109,7 @@ class Host:
         try:
             self.port: int = sock.getsockname()[1]  # the real port when port 0 was asked for
             name = "Socket_Singleton-%d" % self.port
-            prepare_for_exhaustion(verbose)
+            prepare_for_exhaustion(verbose, secret is not None)
             self.dispatcher = Dispatcher(name + "-dispatch", verbose, self.tuning,
                                          on_final=release, on_failure=release)
             self._listener = Listener(sock, name + "-listener", verbose, secret, self.tuning,

@@ -126,4 +126,6 @@ class Launch(_Args):
         state = dict(self.__dict__)
         state["_on_reply"] = None  # a method of the listener: not part of the launch
         state.pop("_waiters", None)  # a lock: only this process's threads wait on it
+        state["_closed"] = True  # a copy has no connection: its reply goes nowhere, and its
+        # wait_cancelled() must not wait for what only the original can learn
         return (type(self), (tuple(self),), state)

@@ -2,6 +2,7 @@
 and someone who could see it."""
 
 import _thread
+import os
 import sys
 
 TYPE_CHECKING = False
@@ -11,8 +12,19 @@ if TYPE_CHECKING:
 NAME = "Socket_Singleton"
 _VERBOSE = "socket_singleton_verbose"
 _logger: "Any" = None
-# Two threads logging first must not add the handlers twice; re-entrant for a signal handler.
+# Two threads logging first must not add the handler twice; re-entrant for a signal handler
+# (which finds the handler already added, see _make); made anew in a forked child, where
+# another thread may have held it.
 _making = _thread.RLock()
+
+
+def _new_lock() -> None:
+    global _making
+    _making = _thread.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_new_lock)
 
 
 def _get(verbose: bool) -> "Any":
@@ -45,9 +57,13 @@ def _make() -> None:
                 self.handleError(record)
 
     logger = logging.getLogger(NAME)
-    # NullHandler keeps logging's last-resort handler from printing for quiet instances.
-    logger.addHandler(logging.NullHandler())
-    logger.addHandler(VerboseHandler())
+    # Being a handler, it also keeps logging's last-resort handler from printing the records
+    # of quiet instances. One check and one call: only a signal handler that logs for the
+    # first time between the two could add a second one.
+    if not any(getattr(handler, _VERBOSE, False) for handler in logger.handlers):
+        handler = VerboseHandler()
+        setattr(handler, _VERBOSE, True)
+        logger.addHandler(handler)
     _logger = logger
 
 

@@ -123,6 +123,9 @@ _IPAD = int.from_bytes(b"\x36" * _BLOCK, "big")
 _OPAD = int.from_bytes(b"\x5c" * _BLOCK, "big")
 
 
+_SHA256: "Any" = None  # found by _sha256()
+
+
 def _sha256() -> "Any":
     """CPython's own SHA-256, without OpenSSL: ``hashlib`` loads libcrypto, which costs a launch
     about 3 ms (and ``hmac`` loads ``hashlib``). A build without it falls back to ``hashlib``.
@@ -137,9 +140,6 @@ def _sha256() -> "Any":
                 pass
         _SHA256 = __import__("hashlib").sha256
     return _SHA256
-
-
-_SHA256: "Any" = None
 
 
 def proof(secret: str, label: bytes, first: bytes, second: bytes) -> bytes:

@@ -373,6 +373,16 @@ class TestIdentityIsLazy(unittest.TestCase):
                          support.text(result.stderr))
 
 
+def _builtin_sha256():
+    for name in ("_sha2", "_sha256"):
+        try:
+            __import__(name)
+            return True
+        except ImportError:
+            pass
+    return False
+
+
 class TestHashing(unittest.TestCase):
     """SHA-256 and HMAC-SHA256 from CPython's own SHA-256 module: the same bytes as hashlib's and
     hmac's, without loading OpenSSL (milliseconds on every launch that names an app id or sets
@@ -391,6 +401,23 @@ class TestHashing(unittest.TestCase):
         self.assertEqual(_wire.hmac_sha256(b"Jefe", b"what do ya want for nothing?").hex(),
                          "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
 
+    def test_a_host_with_a_secret_loads_sha256_before_it_serves(self):
+        # Its first hello must not need a file (an extension module): the host may be out of
+        # file descriptors by then.
+        code = ("import sys\n"
+                "from Socket_Singleton import Socket_Singleton\n"
+                "names = ('_sha2', '_sha256', 'hashlib')\n"
+                "for secret in (None, 's3cret'):\n"
+                "    before = [name for name in names if name in sys.modules]\n"
+                "    Socket_Singleton(port=0, secret=secret).release()\n"
+                "    print(before, any(name in sys.modules for name in names))\n")
+        result = subprocess.run([sys.executable, "-S", "-c", code], env=support.app_env({}),
+                                capture_output=True, timeout=support.WAIT)
+        self.assertEqual(support.text(result.stdout), "[] False\n[] True\n",
+                         support.text(result.stderr))
+
+    @unittest.skipUnless(_builtin_sha256(), "this Python has no SHA-256 module of its own "
+                         "(built --with-builtin-hashlib-hashes without it): hashlib is used")
     def test_a_launch_with_an_app_id_and_a_secret_loads_no_openssl(self):
         code = ("import sys\n"
                 "from Socket_Singleton import Socket_Singleton\n"

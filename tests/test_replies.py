@@ -5,6 +5,7 @@ that ends before it replies, the activation token, ``forward_env``, and the olde
 import io
 import json
 import os
+import pickle
 import queue
 import shutil
 import signal
@@ -297,6 +298,38 @@ class TestWaitCancelled(RepliesTestCase):
         self.assertTrue(thread.is_alive(), "wait_cancelled() returned before the reply")
         launch.reply("done")
         self.assert_returns(thread, results, False)
+
+    def test_ctrl_c_before_the_acknowledgement_is_a_cancel_too(self):
+        # The observer holds the launch, and with no deadline for the acknowledgement the
+        # launch is still waiting for it when Ctrl+C comes.
+        self.app.release()
+        support.tune(self, delivery_wait=WAIT)
+        held, unblock = queue.Queue(), threading.Event()
+        self.addCleanup(unblock.set)
+
+        def observer(launch):
+            held.put(launch)
+            unblock.wait(WAIT)
+
+        app = support.in_process_host(self, observer)
+        proc = self.launch([ARG], support.config(app.port, wait=True))
+        launch = held.get(timeout=WAIT)
+        thread, results = self.waiter(launch)
+        proc.send_signal(signal.SIGINT)
+        self.assertEqual(finish_strict(proc), (130, "", ""))
+        self.assert_returns(thread, results, True)
+        self.assertTrue(launch.cancelled)
+
+    def test_a_copy_does_not_wait(self):
+        # A copy (pickled to a worker, say) has no connection: nothing could end its wait.
+        proc, launch, thread, results = self.waiting_launch()
+        copy = pickle.loads(pickle.dumps(launch))
+        self.assertEqual(copy, launch)
+        self.assert_returns(*self.waiter(copy), False)
+        self.assertTrue(thread.is_alive(), "the original stopped waiting")
+        launch.reply()
+        self.assert_returns(thread, results, False)
+        self.assertEqual(finish_strict(proc), (0, "", ""))
 
     def test_a_timeout_ends_the_wait(self):
         proc, launch, thread, results = self.waiting_launch()

@@ -1,6 +1,6 @@
 """The secret: client and host prove it to each other and it never crosses the socket; a
-mismatch either way delivers nothing; the comparison is the constant-time one that
-hmac.compare_digest also uses (_operator._compare_digest); secrets that are not UTF-8, or
+mismatch either way delivers nothing; the comparison is _operator._compare_digest, constant
+time like hmac.compare_digest (which falls back to it); secrets that are not UTF-8, or
 cannot be encoded at all; the key is the same in every locale."""
 
 import codecs
