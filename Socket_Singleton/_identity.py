@@ -279,7 +279,7 @@ def _make_directory(directory: str) -> None:
 def _read_key(path: str) -> str:
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags)
+        fd = _open_key(path, flags)
     except FileNotFoundError:
         raise
     except OSError as err:
@@ -310,6 +310,23 @@ def _read_key(path: str) -> str:
         raise UserKeyError(path, "the file holds no key (64 hex digits); delete it, and a new "
                            "key is made")
     return text
+
+
+def _open_key(path: str, flags: int) -> int:
+    """``os.open``; on Windows tried again for up to about 0.6 s while the file is busy: a key
+    that another launch is renaming into place at this moment, or that an antivirus is
+    scanning, cannot be opened for an instant (a sharing violation, PermissionError)."""
+    delay = 0.005
+    while True:
+        try:
+            return os.open(path, flags)
+        except PermissionError:
+            if os.name != "nt" or delay > 0.5:
+                raise
+        import time
+
+        time.sleep(delay)
+        delay *= 2
 
 
 def _create_key(directory: str, path: str) -> None:

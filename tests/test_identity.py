@@ -326,6 +326,38 @@ class TestUserKey(unittest.TestCase):
                          r"^cannot create the directory \(.+\); set %s to a directory of yours$"
                          % variable)
 
+    def test_a_key_busy_for_an_instant_is_read_on_windows(self):
+        # Windows cannot open a file that another launch is renaming into place at that
+        # moment, nor one an antivirus holds (a sharing violation): the read is tried again.
+        # Everywhere else PermissionError means what it says.
+        _identity.user_key(APP_ID)  # creates the key file
+        with open(self.path) as file:
+            key = file.read().strip()
+        real_open = os.open
+        for name, busy, expected in (("nt", 3, key), ("nt", 20, None), ("posix", 1, None)):
+            failures = [PermissionError(13, "Permission denied")] * busy
+            calls = []
+
+            def flaky_open(path, flags, *args, failures=failures, calls=calls):
+                calls.append(path)
+                if failures and path == self.path:
+                    raise failures.pop()
+                return real_open(path, flags, *args)
+
+            with self.subTest(os_name=name, busy=busy), \
+                    mock.patch.object(_identity.os, "open", flaky_open), \
+                    mock.patch.object(_identity.os, "name", name), \
+                    mock.patch("time.sleep") as sleep:
+                if expected is None:
+                    with self.assertRaisesRegex(UserKeyError, "Permission denied"):
+                        _identity._read_key(self.path)
+                else:
+                    self.assertEqual(_identity._read_key(self.path), expected)
+                    self.assertEqual(calls.count(self.path), busy + 1)
+                waited = sum(args[0] for args, _ in sleep.call_args_list)
+                self.assertLess(waited, 1.0)
+                self.assertEqual(bool(waited), name == "nt")
+
     def test_concurrent_creation_yields_one_key(self):
         # Every process creates the key at once: each waits for a line on its stdin, written
         # only once all of them have said they are ready.
