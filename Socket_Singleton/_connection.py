@@ -213,10 +213,8 @@ class HostConnection:
         elif self.state == AWAIT_LAUNCH:  # a status probe, or a client that would not trust us
             out.append(Log("closed after the welcome", warn=False))
         elif self.state == AWAIT_REPLY:
-            self._stopped_waiting()
             out.append(Log("stopped waiting for its reply", warn=False))
-        elif self.state in (DECIDING, WAITING):  # before its acknowledgement: Ctrl+C, killed
-            self._stopped_waiting()
+        self._stopped_waiting()  # Ctrl+C or killed, before or after its acknowledgement
         # a client that gave up waiting: its launch stays queued
         self._end(out)
         return out
@@ -470,9 +468,9 @@ class HostConnection:
     def _end(self, out: List[Effect]) -> None:
         if self.state == WAITING and self._launch is not None:
             self._launch._settle(Reason.QUEUED)  # its client left: the launch stays queued
-        if self.state != DONE and self._launch is not None:
-            self._launch._close()
         if self.state != DONE:
+            if self._launch is not None:
+                self._launch._close()
             self._host.buffered -= len(self._buf)
             self._buf = bytearray()
             self.state = DONE

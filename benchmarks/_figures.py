@@ -76,22 +76,15 @@ def turned_away_named(report, impls, cfg):
 
 
 def _turned_away(report, impls, cfg, name, title, named=None):
-    """*named*: per implementation, the variables that name its host and launches by app id."""
+    """*named*: per implementation's label, the variables that name its host and launches by
+    app id."""
     named = named or {impl.label: {} for impl in impls}
     wall, cpu, floor, above = ({impl.label: [] for impl in impls} for _ in range(4))
     failed = {impl.label: 0 for impl in impls}
     keys = {impl.label: [] for impl in impls}
-    for impl in impls:
-        impl.env.update(named[impl.label])
-    try:
-        with Servers(impls, lambda impl: "host-id" if named[impl.label] else "host") as hosts:
-            _launches(impls, cfg, hosts, wall, cpu, floor, above, failed, keys)
-            delivered = {label: len(host.wait_keys(keys[label]))
-                         for label, host in hosts.items()}
-    finally:
-        for impl in impls:
-            for variable in named[impl.label]:
-                del impl.env[variable]
+    with Servers(impls, named=named) as hosts:
+        _launches(impls, cfg, hosts, named, wall, cpu, floor, above, failed, keys)
+        delivered = {label: len(host.wait_keys(keys[label])) for label, host in hosts.items()}
     n = cfg["launch_reps"]
     report.samples(name, title, wall, MS)
     if name == "launch":  # the named launch's floor is the same: one set of these rows is enough
@@ -105,13 +98,15 @@ def _turned_away(report, impls, cfg, name, title, named=None):
                   {who: (f, n) for who, f in failed.items()})
 
 
-def _launches(impls, cfg, hosts, wall, cpu, floor, above, failed, keys):
+def _launches(impls, cfg, hosts, named, wall, cpu, floor, above, failed, keys):
+    def env(impl):
+        return dict(named[impl.label], BENCH_PORT=str(hosts[impl.label].port))
+
     for impl in impls:
-        impl.run([APP, "warm-up"], {"BENCH_PORT": str(hosts[impl.label].port)})
+        impl.run([APP, "warm-up"], env(impl))
     for rep, impl in alternate(impls, cfg["launch_reps"]):
-        env = {"BENCH_PORT": str(hosts[impl.label].port)}
         key = "away-%d" % rep
-        took, code, err, took_cpu = impl.run([APP, key], env)
+        took, code, err, took_cpu = impl.run([APP, key], env(impl))
         failed[impl.label] += not _check_launch(impl, code, err)
         keys[impl.label].append(key)
         bare, _, _, _ = impl.run(["-c", "import socket, threading"])

@@ -205,14 +205,14 @@ class Server:
     """A worker process serving a port (``host``, ``bare`` or ``hop``), read on a thread of its
     own. ``base_kib``: its RSS before it made the server."""
 
-    def __init__(self, impl, kind="host"):
+    def __init__(self, impl, kind="host", env=None):
         self.impl = impl
         self.kind = kind
         self.deliveries = []
         self.by_key = {}
         self._cond = threading.Condition()
         for _ in range(5):
-            self.proc = impl.popen([WORKER, kind, str(free_port())], stdin=subprocess.PIPE,
+            self.proc = impl.popen([WORKER, kind, str(free_port())], env, stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             line = self.proc.stdout.readline().decode()
             if line.startswith("READY "):
@@ -301,12 +301,14 @@ class Server:
 class Servers:
     """Several servers started together and stopped together."""
 
-    def __init__(self, impls, kind="host"):
-        """*kind*: the workers' mode, or a function of the implementation that returns it."""
+    def __init__(self, impls, kind="host", named=None):
+        """*named*: per implementation's label, the variables that name its host by app id
+        (its workers' mode is then ``host-id``)."""
         self.servers = []
         try:
             for impl in impls:
-                self.servers.append(Server(impl, kind(impl) if callable(kind) else kind))
+                env = (named or {}).get(impl.label)
+                self.servers.append(Server(impl, "host-id" if env else kind, env))
         except BaseException:
             self.stop()
             raise

@@ -241,8 +241,10 @@ class TestWaitCancelled(RepliesTestCase):
         self.launches = queue.Queue()
         self.app = support.in_process_host(self, self.launches.put)
 
-    def waiter(self, launch, timeout=None):
-        """A thread that calls ``launch.wait_cancelled(timeout)``; returns (thread, results)."""
+    def waiter(self, launch, timeout=2 * WAIT):
+        """A thread that calls ``launch.wait_cancelled(timeout)``; returns (thread, results).
+        Its wait outlasts ``assert_returns``' join, so a wake-up that never comes fails the
+        test, and the thread still ends."""
         results = []
         thread = threading.Thread(target=lambda: results.append(launch.wait_cancelled(timeout)),
                                   daemon=True)
